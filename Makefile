@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install serve test test-unit test-integration lint bench bench-smoke
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: a looser range pulls GBs of CUDA wheels.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(PY) -m serve_app.launch configs/local.yaml
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check serve_app deployments
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+bench-smoke: install
+	$(PY) -m benchmarks.run_all --smoke

@@ -1,0 +1,69 @@
+"""The `serve deploy` config of a profile, as a dict and as YAML text.
+
+`serve build` cannot import builder functions, so the files under configs/ are written from
+the profiles here (`python -m configs.generate`). Per-deployment options mirror what the
+builder applies in code: Serve lets the config override them, and `user_config` changes
+reach running replicas through `reconfigure` without a restart.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from serve_app.profiles import BatchedGroup, HardwareProfile, LLMGroup
+
+APP_NAME = "memserve"
+IMPORT_PATH = "serve_app.builder:build_app"
+
+
+def deployment_entry(name: str, group) -> dict:
+    entry: dict = {"name": name}
+    if isinstance(group, LLMGroup):
+        # Ray Serve LLM sets the LLM replica's ray_actor_options (runtime_env included) and
+        # its placement group in code; a config value would replace them wholesale.
+        entry.update(group.scaling_options())
+    else:
+        entry.update(group.deployment_options())
+    if isinstance(group, BatchedGroup):
+        entry["user_config"] = group.user_config()
+    return entry
+
+
+def serve_config(profile: HardwareProfile) -> dict:
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": profile.http_host, "port": profile.http_port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": {"profile": profile.name},
+                "deployments": [
+                    deployment_entry(name, group) for name, group in profile.groups().items()
+                ],
+            }
+        ],
+    }
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks (serveConfigV2 stays readable in manifests)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
+def to_yaml(data: dict) -> str:
+    return yaml.dump(
+        data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+
+
+def serve_config_yaml(profile: HardwareProfile) -> str:
+    return to_yaml(serve_config(profile))

@@ -1,0 +1,222 @@
+"""HTTP API v1 request and response models. All input validation lives here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from serve_app.timeparse import TimestampError, parse_timestamp
+
+# Ids end up in URLs, logs and collection names: keep them printable and bounded.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"),
+]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
+Metadata = dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MessageIn(_Strict):
+    role: Literal["user", "assistant", "system", "tool"]
+    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000)]
+    timestamp: datetime | str | None = None
+    message_id: MessageId | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("content is blank")
+        return v
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _parse_ts(cls, v: Any) -> datetime | None:
+        if v is None:
+            return None
+        if not isinstance(v, str | datetime):
+            raise ValueError("timestamp must be a string")
+        try:
+            return parse_timestamp(v)
+        except TimestampError as e:
+            raise ValueError(str(e)) from None
+
+
+class AddMemoriesRequest(_Strict):
+    user_id: Id
+    session_id: Id
+    messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+    metadata: Metadata | None = None
+    flush: bool = False
+    wait: bool = False
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AddMemoriesRequest:
+        seen: set[str] = set()
+        for i, m in enumerate(self.messages):
+            if m.message_id is not None:
+                if m.message_id in seen:
+                    raise ValueError(f"messages[{i}].message_id {m.message_id!r} is repeated")
+                seen.add(m.message_id)
+        return self
+
+
+class AddMemoriesResponse(BaseModel):
+    session_id: str
+    accepted: int = Field(description="messages stored by this request (repeats are not counted)")
+    message_ids: list[str]
+    pending: int | None = Field(
+        default=None, description="with wait: messages of this request still not searchable"
+    )
+
+
+class SearchFilters(_Strict):
+    session_id: Id | None = None
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    speaker: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @field_validator("time_from", "time_to", mode="before")
+    @classmethod
+    def _parse_ts(cls, v: Any) -> datetime | None:
+        if v is None:
+            return None
+        try:
+            return parse_timestamp(v)
+        except (TimestampError, TypeError) as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchFilters:
+        if self.time_from and self.time_to and self.time_from > self.time_to:
+            raise ValueError("time_from is after time_to")
+        return self
+
+
+class SearchRequest(_Strict):
+    user_id: Id
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    limit: int = Field(default=10, ge=1, le=100)
+    filters: SearchFilters | None = None
+    strategy: Literal["hybrid", "embedding", "bm25"] = "hybrid"
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is blank")
+        return v
+
+
+class Memory(BaseModel):
+    id: str
+    memory: str
+    timestamp: datetime
+    session_id: str
+    source_message_ids: list[str]
+    metadata: Metadata
+    speaker: str | None = None
+    kind: str = "message"
+    importance: float | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, r: dict) -> Memory:
+        return cls(
+            id=r["id"],
+            memory=r["text"],
+            timestamp=r["ts"],
+            session_id=r["session_id"],
+            source_message_ids=list(r["source_message_ids"]),
+            metadata=r["metadata"] or {},
+            speaker=r["speaker"],
+            kind=r["kind"],
+            importance=r["importance"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+
+
+class ScoredMemory(Memory):
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[ScoredMemory]
+    took_ms: float
+
+
+class MemoryList(BaseModel):
+    memories: list[Memory]
+    next_cursor: str | None
+
+
+class MemoryPatch(_Strict):
+    memory: Annotated[str, StringConstraints(min_length=1, max_length=32_000)] | None = None
+    metadata: Metadata | None = None
+    importance: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> MemoryPatch:
+        if self.memory is None and self.metadata is None and self.importance is None:
+            raise ValueError("nothing to change: give memory, metadata or importance")
+        if self.memory is not None and not self.memory.strip():
+            raise ValueError("memory is blank")
+        return self
+
+
+class MessageCounts(BaseModel):
+    received: int
+    processed: int
+    pending: int
+    failed: int
+
+
+class TokenCounts(BaseModel):
+    raw: int
+    compressed: int
+    llm_input: int
+    llm_output: int
+    llm_calls: int
+
+
+class SessionStatus(BaseModel):
+    session_id: str
+    user_id: str
+    messages: MessageCounts
+    memories: int
+    tokens: TokenCounts
+    summary: str | None
+    metadata: Metadata
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deleted(BaseModel):
+    deleted: bool = True
+    id: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

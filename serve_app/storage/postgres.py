@@ -1,0 +1,436 @@
+"""PostgreSQL (asyncpg): connection pool, migrations and the queries every component shares."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from serve_app.messages import StoredMessage
+
+# Entry ids are derived from their content key, so a worker that crashes after writing the
+# vector index and retries writes the same ids instead of duplicates.
+_ENTRY_NS = uuid.UUID("5b0c3e39-8a51-4a53-9a3e-0d7cf5a4c1e1")
+# Any constant works: serialises concurrent migration runs across processes.
+_MIGRATION_LOCK = 724_411_001
+
+
+def entry_id(user_id: str, session_id: str, kind: str, source_ids: Sequence[str]) -> str:
+    key = "\x1f".join([user_id, session_id, kind, *source_ids])
+    return str(uuid.uuid5(_ENTRY_NS, key))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("serve_app.storage") / "migrations"
+    out = []
+    for f in folder.iterdir():
+        if f.name.endswith(".sql"):
+            version = int(f.name.split("_", 1)[0])
+            out.append((version, f.name, f.read_text()))
+    return sorted(out)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply pending migrations once, whatever the number of processes starting together."""
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            applied.append(name)
+    return applied
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    message_id: str
+    role: str
+    name: str | None
+    content: str
+    ts: datetime
+    ts_provided: bool
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """A memory entry ready to be written (the worker builds these)."""
+
+    id: str
+    user_id: str
+    session_id: str
+    kind: str
+    text: str
+    index_text: str
+    ts: datetime
+    weekday: str
+    speaker: str | None
+    source_message_ids: list[str]
+    topic_id: str | None
+    metadata: dict
+    importance: float | None
+    embedding_model: str
+
+
+MEMORY_COLUMNS = (
+    "id::text AS id, user_id, session_id, kind, text, index_text, ts, weekday, speaker,"
+    " source_message_ids, topic_id, metadata, importance, embedding_model, created_at, updated_at"
+)
+
+
+class Repository:
+    """The queries, one method each; connections come from the shared pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # --- ingestion -------------------------------------------------------------------------
+
+    async def add_messages(
+        self,
+        user_id: str,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        session_metadata: dict | None,
+    ) -> list[str]:
+        """Store the messages not stored yet; returns the ids that were new. One transaction."""
+        ids = [m.message_id for m in messages]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", user_id
+            )
+            await conn.execute(
+                "INSERT INTO sessions (user_id, session_id, metadata) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING",
+                user_id,
+                session_id,
+                session_metadata or {},
+            )
+            # The row lock orders concurrent requests to one session, so seq stays dense.
+            next_seq = await conn.fetchval(
+                "SELECT next_seq FROM sessions WHERE user_id=$1 AND session_id=$2 FOR UPDATE",
+                user_id,
+                session_id,
+            )
+            existing = {
+                r["message_id"]
+                for r in await conn.fetch(
+                    "SELECT message_id FROM messages"
+                    " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])",
+                    user_id,
+                    session_id,
+                    ids,
+                )
+            }
+            new = [m for m in messages if m.message_id not in existing]
+            if new:
+                await conn.executemany(
+                    "INSERT INTO messages (user_id, session_id, message_id, seq, role, name,"
+                    " content, ts, ts_provided, metadata) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                    [
+                        (
+                            user_id,
+                            session_id,
+                            m.message_id,
+                            next_seq + i,
+                            m.role,
+                            m.name,
+                            m.content,
+                            m.ts,
+                            m.ts_provided,
+                            m.metadata,
+                        )
+                        for i, m in enumerate(new)
+                    ],
+                )
+            await conn.execute(
+                "UPDATE sessions SET next_seq = next_seq + $3, updated_at = now(),"
+                " metadata = CASE WHEN $4::jsonb IS NULL THEN metadata ELSE metadata || $4 END"
+                " WHERE user_id=$1 AND session_id=$2",
+                user_id,
+                session_id,
+                len(new),
+                session_metadata,
+            )
+        return [m.message_id for m in new]
+
+    async def count_unfinished(self, user_id: str, session_id: str, ids: Sequence[str]) -> int:
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM messages WHERE user_id=$1 AND session_id=$2"
+            " AND message_id = ANY($3::text[]) AND status = 'pending'",
+            user_id,
+            session_id,
+            list(ids),
+        )
+
+    # --- the worker's side -----------------------------------------------------------------
+
+    @staticmethod
+    async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[StoredMessage]:
+        """Lock up to `limit` pending messages (inside the caller's transaction).
+
+        SKIP LOCKED lets several worker replicas claim disjoint work; a crash rolls the
+        transaction back and the messages are pending again.
+        """
+        rows = await conn.fetch(
+            "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
+            " FROM messages WHERE status = 'pending'"
+            " ORDER BY received_at, user_id, session_id, seq"
+            " LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        return [_to_message(r) for r in rows]
+
+    @staticmethod
+    async def lock_users_shared(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
+        # Erasing a user takes the exclusive form, so it waits for in-flight work and
+        # no worker writes for a user while that user is being erased.
+        for uid in sorted(set(user_ids)):
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7))", uid)
+
+    @staticmethod
+    async def previous_messages(
+        conn: asyncpg.Connection, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], StoredMessage]:
+        """For each (user, session, seq), the message just before `seq` in that session."""
+        out: dict[tuple[str, str], StoredMessage] = {}
+        for user_id, session_id, seq in keys:
+            r = await conn.fetchrow(
+                "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
+                " FROM messages WHERE user_id=$1 AND session_id=$2 AND seq < $3"
+                " ORDER BY seq DESC LIMIT 1",
+                user_id,
+                session_id,
+                seq,
+            )
+            if r is not None:
+                out[(user_id, session_id)] = _to_message(r)
+        return out
+
+    @staticmethod
+    async def insert_entries(conn: asyncpg.Connection, entries: Sequence[EntryRow]) -> None:
+        await conn.executemany(
+            "INSERT INTO memory_entries (id, user_id, session_id, kind, text, index_text, ts,"
+            " weekday, speaker, source_message_ids, topic_id, metadata, importance,"
+            " embedding_model) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            " ON CONFLICT (id) DO NOTHING",
+            [
+                (
+                    uuid.UUID(e.id),
+                    e.user_id,
+                    e.session_id,
+                    e.kind,
+                    e.text,
+                    e.index_text,
+                    e.ts,
+                    e.weekday,
+                    e.speaker,
+                    e.source_message_ids,
+                    e.topic_id,
+                    e.metadata,
+                    e.importance,
+                    e.embedding_model,
+                )
+                for e in entries
+            ],
+        )
+
+    @staticmethod
+    async def mark_done(
+        conn: asyncpg.Connection, messages: Sequence[StoredMessage], raw_tokens: dict
+    ) -> None:
+        await conn.executemany(
+            "UPDATE messages SET status='done', processed_at=now(), attempts=attempts+1"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id=$3",
+            [(m.user_id, m.session_id, m.message_id) for m in messages],
+        )
+        await conn.executemany(
+            "UPDATE sessions SET raw_tokens = raw_tokens + $3, updated_at = now()"
+            " WHERE user_id=$1 AND session_id=$2",
+            [(u, s, n) for (u, s), n in raw_tokens.items()],
+        )
+
+    @staticmethod
+    async def bump_index_version(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
+        await conn.execute(
+            "UPDATE users SET index_version = index_version + 1 WHERE user_id = ANY($1::text[])",
+            sorted(set(user_ids)),
+        )
+
+    async def record_failure(
+        self, messages: Sequence[StoredMessage], error: str, max_attempts: int
+    ) -> None:
+        """Count a failed attempt; past `max_attempts` the message is marked failed (kept, and
+        visible in the session status) instead of blocking the queue forever."""
+        await self.pool.executemany(
+            "UPDATE messages SET attempts = attempts + 1, last_error = $4,"
+            " status = CASE WHEN attempts + 1 >= $5 THEN 'failed' ELSE status END"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id=$3 AND status = 'pending'",
+            [(m.user_id, m.session_id, m.message_id, error[:2000], max_attempts) for m in messages],
+        )
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def user_exists(self, user_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1 FROM users WHERE user_id=$1", user_id))
+
+    async def index_version(self, user_id: str) -> int | None:
+        return await self.pool.fetchval("SELECT index_version FROM users WHERE user_id=$1", user_id)
+
+    async def index_docs(self, user_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT id::text AS id, index_text, session_id, ts, speaker"
+            " FROM memory_entries WHERE user_id=$1",
+            user_id,
+        )
+
+    async def memories_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, dict]:
+        rows = await self.pool.fetch(
+            f"SELECT {MEMORY_COLUMNS} FROM memory_entries"
+            " WHERE user_id=$1 AND id = ANY($2::uuid[])",
+            user_id,
+            [uuid.UUID(i) for i in ids],
+        )
+        return {r["id"]: dict(r) for r in rows}
+
+    async def get_memory(self, user_id: str, memory_id: str) -> dict | None:
+        r = await self.pool.fetchrow(
+            f"SELECT {MEMORY_COLUMNS} FROM memory_entries WHERE user_id=$1 AND id=$2",
+            user_id,
+            uuid.UUID(memory_id),
+        )
+        return dict(r) if r else None
+
+    async def list_memories(
+        self,
+        user_id: str,
+        session_id: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[dict]:
+        args: list[Any] = [user_id]
+        where = ["user_id=$1"]
+        if session_id is not None:
+            args.append(session_id)
+            where.append(f"session_id=${len(args)}")
+        if after is not None:
+            args.extend([after[0], uuid.UUID(after[1])])
+            where.append(f"(ts, id) > (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        rows = await self.pool.fetch(
+            f"SELECT {MEMORY_COLUMNS} FROM memory_entries WHERE {' AND '.join(where)}"
+            f" ORDER BY ts, id LIMIT ${len(args)}",
+            *args,
+        )
+        return [dict(r) for r in rows]
+
+    async def session_status(self, user_id: str, session_id: str) -> dict | None:
+        s = await self.pool.fetchrow(
+            "SELECT session_id, created_at, updated_at, metadata, raw_tokens, compressed_tokens,"
+            " llm_input_tokens, llm_output_tokens, llm_calls, summary"
+            " FROM sessions WHERE user_id=$1 AND session_id=$2",
+            user_id,
+            session_id,
+        )
+        if s is None:
+            return None
+        counts = await self.pool.fetchrow(
+            "SELECT count(*) AS received,"
+            " count(*) FILTER (WHERE status='done') AS processed,"
+            " count(*) FILTER (WHERE status='pending') AS pending,"
+            " count(*) FILTER (WHERE status='failed') AS failed"
+            " FROM messages WHERE user_id=$1 AND session_id=$2",
+            user_id,
+            session_id,
+        )
+        memories = await self.pool.fetchval(
+            "SELECT count(*) FROM memory_entries WHERE user_id=$1 AND session_id=$2",
+            user_id,
+            session_id,
+        )
+        return {"session": dict(s), "counts": dict(counts), "memories": memories}
+
+    # --- changes ---------------------------------------------------------------------------
+
+    async def update_memory(
+        self,
+        conn: asyncpg.Connection,
+        user_id: str,
+        memory_id: str,
+        text: str | None,
+        index_text: str | None,
+        metadata: dict | None,
+        importance: float | None,
+    ) -> dict | None:
+        r = await conn.fetchrow(
+            "UPDATE memory_entries SET text = COALESCE($3, text),"
+            " index_text = COALESCE($4, index_text), metadata = COALESCE($5, metadata),"
+            " importance = COALESCE($6, importance), updated_at = now()"
+            f" WHERE user_id=$1 AND id=$2 RETURNING {MEMORY_COLUMNS}",
+            user_id,
+            uuid.UUID(memory_id),
+            text,
+            index_text,
+            metadata,
+            importance,
+        )
+        return dict(r) if r else None
+
+    @staticmethod
+    async def delete_memory(conn: asyncpg.Connection, user_id: str, memory_id: str) -> bool:
+        status = await conn.execute(
+            "DELETE FROM memory_entries WHERE user_id=$1 AND id=$2",
+            user_id,
+            uuid.UUID(memory_id),
+        )
+        return status.endswith(" 1")
+
+    @staticmethod
+    async def lock_user_exclusive(conn: asyncpg.Connection, user_id: str) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", user_id)
+
+    @staticmethod
+    async def delete_user(conn: asyncpg.Connection, user_id: str) -> bool:
+        status = await conn.execute("DELETE FROM users WHERE user_id=$1", user_id)
+        return status.endswith(" 1")
+
+
+def _to_message(r: asyncpg.Record) -> StoredMessage:
+    return StoredMessage(
+        user_id=r["user_id"],
+        session_id=r["session_id"],
+        message_id=r["message_id"],
+        seq=r["seq"],
+        role=r["role"],
+        name=r["name"],
+        content=r["content"],
+        ts=r["ts"],
+        metadata=r["metadata"] or {},
+    )

@@ -1,0 +1,113 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from serve_app.storage.postgres import EntryRow, NewMessage, entry_id, migrate
+
+T0 = datetime(2023, 5, 20, tzinfo=UTC)
+
+
+def msg(mid: str, content: str = "hello", minutes: int = 0) -> NewMessage:
+    return NewMessage(
+        message_id=mid,
+        role="user",
+        name="Ann",
+        content=content,
+        ts=T0 + timedelta(minutes=minutes),
+        ts_provided=True,
+        metadata={},
+    )
+
+
+def row(user: str, session: str, mid: str, minutes: int = 0) -> EntryRow:
+    return EntryRow(
+        id=entry_id(user, session, "message", [mid]),
+        user_id=user,
+        session_id=session,
+        kind="message",
+        text=f"text {mid}",
+        index_text=f"text {mid}",
+        ts=T0 + timedelta(minutes=minutes),
+        weekday="Sat",
+        speaker="Ann",
+        source_message_ids=[mid],
+        topic_id=None,
+        metadata={},
+        importance=None,
+        embedding_model="m",
+    )
+
+
+async def test_migrations_are_idempotent(repo):
+    assert await migrate(repo.pool) == []
+    versions = await repo.pool.fetch("SELECT version FROM schema_migrations")
+    assert [r["version"] for r in versions] == [1]
+
+
+async def test_add_messages_skips_stored_ids_and_keeps_seq_dense(repo):
+    assert await repo.add_messages("u", "s", [msg("a"), msg("b")], None) == ["a", "b"]
+    assert await repo.add_messages("u", "s", [msg("b"), msg("c")], {"k": 1}) == ["c"]
+    rows = await repo.pool.fetch(
+        "SELECT message_id, seq FROM messages WHERE user_id='u' ORDER BY seq"
+    )
+    assert [(r["message_id"], r["seq"]) for r in rows] == [("a", 0), ("b", 1), ("c", 2)]
+    # Same message id in another session or for another user is a different message.
+    assert await repo.add_messages("u", "s2", [msg("a")], None) == ["a"]
+    assert await repo.add_messages("v", "s", [msg("a")], None) == ["a"]
+
+
+async def test_claims_are_disjoint_between_concurrent_workers(repo):
+    await repo.add_messages("u", "s", [msg(str(i)) for i in range(10)], None)
+    async with repo.pool.acquire() as c1, c1.transaction():
+        first = await repo.claim_pending(c1, 6)
+        async with repo.pool.acquire() as c2, c2.transaction():
+            second = await repo.claim_pending(c2, 6)
+    assert len(first) == 6 and len(second) == 4
+    assert not {m.message_id for m in first} & {m.message_id for m in second}
+
+
+async def test_rolled_back_claim_leaves_messages_pending(repo):
+    await repo.add_messages("u", "s", [msg("a")], None)
+    with pytest.raises(RuntimeError):
+        async with repo.pool.acquire() as conn, conn.transaction():
+            claimed = await repo.claim_pending(conn, 10)
+            await repo.mark_done(conn, claimed, {("u", "s"): 1})
+            raise RuntimeError("crash before commit")
+    assert await repo.count_unfinished("u", "s", ["a"]) == 1
+
+
+async def test_entries_listing_pagination_and_isolation(repo):
+    await repo.add_messages("u", "s", [msg(str(i)) for i in range(5)], None)
+    await repo.add_messages("other", "s", [msg("x")], None)
+    async with repo.pool.acquire() as conn:
+        await repo.insert_entries(conn, [row("u", "s", str(i), i) for i in range(5)])
+        await repo.insert_entries(conn, [row("u", "s", "0", 0)])  # retry: no duplicate
+        await repo.insert_entries(conn, [row("other", "s", "x")])
+    page1 = await repo.list_memories("u", None, 3, None)
+    page2 = await repo.list_memories("u", None, 3, (page1[-1]["ts"], page1[-1]["id"]))
+    assert [r["source_message_ids"][0] for r in page1 + page2] == ["0", "1", "2", "3", "4"]
+    other_id = entry_id("other", "s", "message", ["x"])
+    assert await repo.get_memory("u", other_id) is None
+    assert await repo.memories_by_ids("u", [other_id]) == {}
+
+
+async def test_delete_user_cascades_everything(repo):
+    await repo.add_messages("u", "s", [msg("a")], None)
+    async with repo.pool.acquire() as conn:
+        await repo.insert_entries(conn, [row("u", "s", "a")])
+        assert await repo.delete_user(conn, "u")
+        assert not await repo.delete_user(conn, "u")
+    for table in ("users", "sessions", "messages", "memory_entries"):
+        assert await repo.pool.fetchval(f"SELECT count(*) FROM {table}") == 0
+
+
+async def test_failures_are_counted_then_marked_failed(repo):
+    await repo.add_messages("u", "s", [msg("a")], None)
+    async with repo.pool.acquire() as conn:
+        [m] = await repo.claim_pending(conn, 1)
+    for _ in range(2):
+        await repo.record_failure([m], "boom", max_attempts=2)
+    status = await repo.session_status("u", "s")
+    assert status["counts"]["failed"] == 1 and status["counts"]["pending"] == 0
+    last_error = await repo.pool.fetchval("SELECT last_error FROM messages")
+    assert last_error == "boom"
