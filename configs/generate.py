@@ -50,7 +50,7 @@ def render(image: str = DEFAULT_IMAGE) -> dict[Path, str]:
         )
     files[Path("cluster/kuberay/rayjob-template.yaml")] = (
         HEADER
-        + "# Fill JOB_NAME: JOB_NAME=reindex envsubst < rayjob-template.yaml | kubectl apply -f -\n"
+        + "# JOB_NAME=reindex envsubst '${JOB_NAME}' < rayjob-template.yaml | kubectl apply -f -\n"
         + to_yaml(ray_job_template(PROFILES[JOB_PROFILE], image))
     )
     files[Path("cluster/kuberay/secrets.example.yaml")] = HEADER + to_yaml(stores_secret_example())

@@ -111,16 +111,17 @@ class Service:
             time.sleep(1)
         raise TimeoutError(f"applications not running after {timeout_s}s: {states}")
 
-    def stop(self) -> None:
+    def stop(self, graceful_s: float = 20) -> None:
         try:
             import ray
             from ray import serve
 
             if ray.is_initialized():
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
+                # Give replicas a bounded time to drain; the cluster is stopped regardless.
+                t = threading.Thread(target=serve.shutdown, daemon=True)
+                t.start()
+                t.join(graceful_s)
+                ray.shutdown()
         finally:
             if self.cluster is not None:
                 self.cluster.stop()

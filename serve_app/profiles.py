@@ -164,6 +164,9 @@ MiB = 1024**2
 class NodeSpec(BaseModel):
     """One kind of node the profile runs on (for the placement check and manifests).
 
+    Sizes stay below what GKE leaves allocatable on `machine_type` (it keeps ~10-15% of
+    memory for the kubelet and system daemons).
+
     `cpus` is what Ray may schedule (`--num-cpus`); `memory_bytes` is the pod or VM memory
     given to Ray. Of that, the object store and Ray's own processes (raylet, Serve proxy;
     GCS, dashboard and Serve controller on the head) are held back from `--memory`.
@@ -291,7 +294,7 @@ HEAD = NodeSpec(
     head=True,
     cpus=0,
     container_cpus=4,
-    memory_bytes=16 * GiB,
+    memory_bytes=12 * GiB,
     object_store_bytes=2 * GiB,
     system_reserved_bytes=4 * GiB,
     machine_type="e2-standard-4",
@@ -299,7 +302,7 @@ HEAD = NodeSpec(
 
 
 def _single_gpu_node(
-    machine_type: str, cpus: float, mem_gib: int, gpu: str, gpu_mib: int, os_gib: int
+    machine_type: str, cpus: float, mem_gib: int, gpu: str, gpu_mib: int, store_gib: int
 ) -> NodeSpec:
     return NodeSpec(
         name="gpu",
@@ -308,7 +311,7 @@ def _single_gpu_node(
         gpus=1,
         gpu_type=gpu,
         gpu_memory_bytes=gpu_mib * MiB,
-        object_store_bytes=os_gib * GiB,
+        object_store_bytes=store_gib * GiB,
         system_reserved_bytes=1 * GiB,
         machine_type=machine_type,
     )
@@ -320,7 +323,7 @@ def _single_gpu_node(
 T4 = HardwareProfile(
     name="t4",
     description="1x NVIDIA T4 16 GB (GCP n1-standard-8 + T4), external PostgreSQL and Qdrant",
-    nodes=(HEAD, _single_gpu_node("n1-standard-8", 7, 26, "T4", 15360, 3)),
+    nodes=(HEAD, _single_gpu_node("n1-standard-8", 7, 24, "T4", 15360, 3)),
     ingress=GroupResources(
         num_replicas=2,
         num_cpus=0.5,
@@ -331,7 +334,7 @@ T4 = HardwareProfile(
     embedder=BatchedGroup(
         num_cpus=1,
         num_gpus=0.1,
-        memory_bytes=3 * GiB,
+        memory_bytes=5 * GiB // 2,
         gpu_memory_bytes=EMBEDDER_GPU_MEM,
         device="cuda",
         torch_threads=1,
@@ -343,7 +346,7 @@ T4 = HardwareProfile(
     compressor=BatchedGroup(
         num_cpus=1,
         num_gpus=0.1,
-        memory_bytes=3 * GiB,
+        memory_bytes=5 * GiB // 2,
         gpu_memory_bytes=COMPRESSOR_GPU_MEM,
         device="cuda",
         torch_threads=1,
@@ -361,7 +364,7 @@ T4 = HardwareProfile(
         max_queued_requests=256,
     ),
     worker=GroupResources(
-        num_replicas=2, num_cpus=0.5, memory_bytes=2 * GiB, max_ongoing_requests=8
+        num_replicas=2, num_cpus=0.5, memory_bytes=3 * GiB // 2, max_ongoing_requests=8
     ),
     llm=LLMGroup(
         backend="vllm",
@@ -371,7 +374,7 @@ T4 = HardwareProfile(
         accelerator_type="T4",
         num_cpus=1,
         num_gpus=0.8,
-        memory_bytes=6 * GiB,
+        memory_bytes=5 * GiB,
         gpu_memory_utilization=0.75,
         max_model_len=8192,
         max_num_seqs=16,
@@ -385,7 +388,7 @@ T4 = HardwareProfile(
 L4 = HardwareProfile(
     name="l4",
     description="1x NVIDIA L4 24 GB (GCP g2-standard-8), external PostgreSQL and Qdrant",
-    nodes=(HEAD, _single_gpu_node("g2-standard-8", 7, 28, "L4", 23034, 3)),
+    nodes=(HEAD, _single_gpu_node("g2-standard-8", 7, 26, "L4", 23034, 3)),
     ingress=T4.ingress,
     embedder=T4.embedder.model_copy(update={"num_gpus": 0.08}),
     compressor=T4.compressor.model_copy(update={"num_gpus": 0.08}),
@@ -398,7 +401,7 @@ L4 = HardwareProfile(
         accelerator_type="L4",
         num_cpus=1,
         num_gpus=0.84,
-        memory_bytes=8 * GiB,
+        memory_bytes=7 * GiB,
         gpu_memory_utilization=0.82,
         max_model_len=8192,
         max_num_seqs=16,
@@ -413,7 +416,7 @@ L4 = HardwareProfile(
 A100 = HardwareProfile(
     name="a100",
     description="1x NVIDIA A100 80 GB (GCP a2-ultragpu-1g), external PostgreSQL and Qdrant",
-    nodes=(HEAD, _single_gpu_node("a2-ultragpu-1g", 11, 150, "A100", 81920, 16)),
+    nodes=(HEAD, _single_gpu_node("a2-ultragpu-1g", 11, 140, "A100", 81920, 16)),
     ingress=GroupResources(
         num_replicas=2,
         num_cpus=0.5,
@@ -498,7 +501,7 @@ A100X8 = HardwareProfile(
             name="cpu",
             count=2,
             cpus=15,
-            memory_bytes=56 * GiB,
+            memory_bytes=52 * GiB,
             object_store_bytes=4 * GiB,
             system_reserved_bytes=1 * GiB,
             machine_type="n2-standard-16",

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     fusion_weights: tuple[float, float] = (1.0, 1.0)  # (vector, bm25)
     entry_unit: str = "message_ctx"
 
+    # LightMem pipeline (issue 3). No LLMLingua-2 weights ship with the local profile: when the
+    # model cannot be loaded, compression is off and /readyz says why.
+    compressor_model: str = "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank"
+    compression_rate: float = Field(default=0.6, gt=0, le=1)
+    compression_force_tokens: tuple[str, ...] = ("\n", ".", "?", "!")
+    sensory_max_tokens: int = Field(default=512, ge=16)
+    short_term_max_tokens: int = Field(default=512, ge=16)
+
     # Request limits: bigger bodies are refused with 413 before they are parsed.
     max_body_bytes: int = 2_000_000
     max_messages_per_request: int = 1000

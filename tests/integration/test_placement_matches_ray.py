@@ -100,9 +100,10 @@ class FakeCluster:
         try:
             self._start(0, self.nodes[0])
             self._wait_port(self.base)
+            # One at a time: raylets starting together race for socket names in the session.
             for i, node in enumerate(self.nodes[1:], start=1):
                 self._start(i, node)
-            self._wait_nodes()
+                self._wait_joined(i)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -112,15 +113,14 @@ class FakeCluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.base}"
 
-    def _wait_nodes(self, timeout_s: float = 120) -> None:
-        # Each non-head raylet logs this line once it has registered with the head.
+    def _wait_joined(self, i: int, timeout_s: float = 120) -> None:
+        # A non-head `ray start` logs this once its raylet has registered with the head.
+        log = self.temp / f"node{i}.log"
         deadline = time.monotonic() + timeout_s
-        for i in range(1, len(self.nodes)):
-            log = self.temp / f"node{i}.log"
-            while "Ray runtime started" not in log.read_text(errors="replace"):
-                if self.procs[i].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"node {i} did not join: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if self.procs[i].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node {i} did not join: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
 
     def reserve(self, profile: HardwareProfile, wait_s: float = 5) -> dict[str, list[str]]:
         """Run the reservation check as its own driver; order -> pending replicas."""

@@ -86,7 +86,7 @@ def test_gpu_shares_on_single_gpu_profiles_sum_to_at_most_one(profile):
 
 def test_deployment_options_shape():
     opts = T4.embedder.deployment_options()
-    assert opts["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.1, "memory": 3 * 1024**3}
+    assert opts["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.1, "memory": 5 * 1024**3 // 2}
     assert opts["num_replicas"] == 1 and "autoscaling_config" not in opts
     assert T4.embedder.user_config() == {"max_batch_size": 128, "batch_wait_timeout_s": 0.005}
     scaled = PROFILES["a100x8"].retrieval.deployment_options()

@@ -168,3 +168,17 @@ def test_cli_exit_codes_and_json(capsys):
     assert [d["order"] for d in data] == list(placement.ORDERS) and all(d["ok"] for d in data)
     with pytest.raises(SystemExit):
         placement.main(["no-such-profile"])
+
+
+def test_reserve_check_bundles_mirror_ray_serve_llm():
+    from cluster.reserve_check import ray_bundle
+
+    llm = next(r for r in placement.replicas_of(T4) if r.deployment == "LLM")
+    (bundle,) = llm.bundles
+    assert ray_bundle(bundle) == {
+        "CPU": 1.0,
+        "GPU": 0.8,
+        "memory": float(5 * GiB),
+        "accelerator_type:T4": 0.001,
+    }
+    assert ray_bundle(placement.Bundle(0, 0, 0, 0, None)) == {"CPU": 0.0001}
