@@ -37,8 +37,9 @@ def pct(values: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def measure(backend: str, docs: list[tuple[str, str]], queries: list[str], limit: int,
-            clients: int) -> dict:
+def measure(
+    backend: str, docs: list[tuple[str, str]], queries: list[str], limit: int, clients: int
+) -> dict:
     idx = BM25Index(backend)
     t0 = time.perf_counter()
     idx.rebuild(docs)
@@ -53,7 +54,7 @@ def measure(backend: str, docs: list[tuple[str, str]], queries: list[str], limit
         t0 = time.perf_counter()
         idx.search(q, limit)
         lat.append((time.perf_counter() - t0) * 1000)
-    allowed = {d for d, _ in docs[:: 10]}  # a filter that keeps 10% (e.g. one session/speaker)
+    allowed = {d for d, _ in docs[::10]}  # a filter that keeps 10% (e.g. one session/speaker)
     lat_f = []
     for q in queries:
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ Only the dialogue turns are read; observations, summaries and event annotations 
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -25,13 +26,7 @@ _SESSION_KEY = re.compile(r"^session_(\d+)$")
 _LOCOMO_DATE = re.compile(
     r"^\s*(\d{1,2}):(\d{2})\s*([ap]m)\s+on\s+(\d{1,2})\s+([A-Za-z]+),?\s+(\d{4})\s*$", re.I
 )
-_MONTHS = {
-    m: i + 1
-    for i, m in enumerate(
-        ["january", "february", "march", "april", "may", "june", "july", "august",
-         "september", "october", "november", "december"]
-    )
-}
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
 
 
 @dataclass(frozen=True)
@@ -118,9 +113,7 @@ def _evidence_ids(raw: Sequence[str], known: set[str]) -> tuple[str, ...]:
 def parse_sample(sample: dict, conv_id: str) -> LocomoConversation:
     conv = sample.get("conversation", sample)
     sessions: list[LocomoSession] = []
-    numbered = sorted(
-        (int(m.group(1)), key) for key in conv if (m := _SESSION_KEY.match(key))
-    )
+    numbered = sorted((int(m.group(1)), key) for key in conv if (m := _SESSION_KEY.match(key)))
     for n, key in numbered:
         turns = tuple(
             LocomoTurn(message_id=t["dia_id"], speaker=t["speaker"], content=turn_content(t))
@@ -171,8 +164,9 @@ def load_conversations(data_dir: str | Path) -> list[LocomoConversation]:
     return list(iter_conversations(data_dir))
 
 
-def evidence_recall(ranked_source_ids: Sequence[Sequence[str]], evidence: Sequence[str],
-                    k: int) -> float:
+def evidence_recall(
+    ranked_source_ids: Sequence[Sequence[str]], evidence: Sequence[str], k: int
+) -> float:
     """The yardstick's recall@k: walk results best first, collect their source message ids
     until k distinct ids, and return the share of the evidence among them."""
     seen: list[str] = []

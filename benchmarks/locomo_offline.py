@@ -29,13 +29,18 @@ from benchmarks.locomo_data import (
     load_conversations,
 )
 from serve_app.entries import EntryDraft, build_entries
-from serve_app.retrieval.bm25 import BM25Index
-from serve_app.retrieval.fusion import fuse
-from serve_app.retrieval.query import prepare_query
+from serve_app.retrieval.bm25 import BM25Index, bm25_text
+from serve_app.retrieval.fusion import (
+    CANDIDATE_DEPTH,
+    HYBRID_METHOD,
+    HYBRID_NORMALISE,
+    HYBRID_WEIGHTS,
+    fuse,
+)
 from serve_app.retrieval.tokenize import Tokenizer
 
 KS = (1, 5, 10, 20)
-DEPTH = 50  # candidates per retriever before fusion, as the router fetches
+DEPTH = CANDIDATE_DEPTH  # candidates per retriever before fusion, as the router fetches
 
 
 class Embedder:
@@ -73,13 +78,13 @@ class Variant:
     unit: str = "message_ctx"  # an entries unit, or "raw" for bare turn texts
     with_date: bool = True
     retrievers: tuple[str, ...] = ("bm25", "dense")
-    fusion: str = "rrf"
-    weights: tuple[float, ...] | None = None
+    fusion: str = HYBRID_METHOD
+    weights: tuple[float, ...] | None = HYBRID_WEIGHTS
     k: float = 60.0
-    normalise: str = "minmax"
+    normalise: str = HYBRID_NORMALISE
+    own_text_twice: bool = True  # BM25 document = bm25_text(text, index_text)
     tokenizer: dict[str, Any] = field(default_factory=dict, hash=False)
     bm25_backend: str = "bm25s"
-    query_prep: bool = True
 
 
 def raw_entries(conv: LocomoConversation) -> list[EntryDraft]:
@@ -122,20 +127,24 @@ def evaluate(
         entries = conv_entries(conv, variant.unit, variant.with_date)
         ids = [str(i) for i in range(len(entries))]
         index = BM25Index(variant.bm25_backend, tokenizer=tokenizer)
-        index.rebuild(list(zip(ids, (e.index_text for e in entries), strict=True)))
-        mat = embedder.encode([e.index_text for e in entries]) if "dense" in variant.retrievers \
+        bm25_docs = [
+            bm25_text(e.text, e.index_text) if variant.own_text_twice else e.index_text
+            for e in entries
+        ]
+        index.rebuild(list(zip(ids, bm25_docs, strict=True)))
+        mat = (
+            embedder.encode([e.index_text for e in entries])
+            if "dense" in variant.retrievers
             else None
+        )
         qtexts = [q.question for q in conv.questions]
         qvecs = embedder.encode(qtexts) if mat is not None else None
         for qi, q in enumerate(conv.questions):
             rankings = []
             if "bm25" in variant.retrievers:
-                bq = prepare_query(q.question) if variant.query_prep else q.question
-                rankings.append(index.search(bq, DEPTH))
+                rankings.append(index.search(q.question, DEPTH))
             if mat is not None:
-                rankings.append(
-                    [(ids[i], s) for i, s in dense_rank(qvecs[qi], mat, DEPTH)]
-                )
+                rankings.append([(ids[i], s) for i, s in dense_rank(qvecs[qi], mat, DEPTH)])
             if len(rankings) == 1:
                 fused = rankings[0]
             else:
@@ -170,12 +179,18 @@ def summarise(per_cat: dict[int, list[list[float]]]) -> dict[str, Any]:
     }
 
 
+# The baseline: one document per turn, "[date] speaker: text", rank-bm25 with plain
+# lowercase words and stopwords (no stemming), MiniLM, RRF k=60.
+_RAW: dict[str, Any] = {
+    "unit": "message",
+    "bm25_backend": "rank_bm25",
+    "tokenizer": {"stem": False},
+    "own_text_twice": False,
+}
 BASELINES = [
-    Variant("raw_bm25", unit="raw", retrievers=("bm25",), bm25_backend="rank_bm25",
-            tokenizer={"stem": False}, query_prep=False),
-    Variant("raw_minilm", unit="raw", retrievers=("dense",)),
-    Variant("raw_rrf", unit="raw", bm25_backend="rank_bm25", tokenizer={"stem": False},
-            query_prep=False),
+    Variant("raw_bm25", **_RAW, retrievers=("bm25",)),
+    Variant("raw_minilm", **_RAW, retrievers=("dense",)),
+    Variant("raw_rrf", **_RAW, fusion="rrf", weights=None),
 ]
 
 WINNER = Variant("winner")
@@ -191,10 +206,12 @@ VARIANTS: list[Variant] = [
     Variant("winner_no_date", with_date=False),
     Variant("winner_bm25_only", retrievers=("bm25",)),
     Variant("winner_minilm_only", retrievers=("dense",)),
-    Variant("winner_plain_rrf", weights=None),
+    Variant("winner_rrf_k60", fusion="rrf", weights=None),
+    Variant("winner_weighted_rrf_k5", fusion="rrf", k=5, weights=(1.0, 0.5)),
+    Variant("winner_equal_weights", weights=(1.0, 1.0)),
+    Variant("winner_own_text_once", own_text_twice=False),
     Variant("winner_rank_bm25", bm25_backend="rank_bm25"),
     Variant("winner_no_stem", tokenizer={"stem": False}),
-    Variant("winner_no_query_prep", query_prep=False),
     WINNER,
 ]
 
@@ -237,10 +254,10 @@ def describe(v: Variant) -> dict[str, Any]:
         "fusion": v.fusion if len(v.retrievers) > 1 else None,
         "weights": list(v.weights) if v.weights else None,
         "rrf_k": v.k if v.fusion == "rrf" else None,
+        "bm25_own_text_twice": v.own_text_twice,
         "normalise": v.normalise if v.fusion == "score" else None,
         "bm25_backend": v.bm25_backend,
         "tokenizer": v.tokenizer or "default",
-        "query_prep": v.query_prep,
     }
 
 

@@ -3,12 +3,12 @@
 Every node runs the same container image as the KubeRay manifests. Node-type `resources`
 reach `ray start` through the autoscaler (RAY_OVERRIDE_RESOURCES), so CPU, memory and
 object store match what the placement check packed. Store addresses come from
-`~/memserve.env`, copied from cluster/memserve.env (not committed; see the example).
+`~/memserve.env`, copied from cluster/memserve.env (not committed; start from memserve.env.example).
 """
 
 from __future__ import annotations
 
-from cluster.kuberay import DEFAULT_IMAGE, gke_accelerator
+from cluster.kuberay_manifests import DEFAULT_IMAGE, gke_accelerator
 from serve_app.profiles import HardwareProfile, NodeSpec
 
 # A Deep Learning VM image: NVIDIA driver, Docker and the NVIDIA container toolkit.

@@ -14,7 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from cluster.kuberay import DEFAULT_IMAGE, ray_job_template, ray_service, stores_secret_example
+from cluster.kuberay_manifests import (
+    DEFAULT_IMAGE,
+    ray_job_template,
+    ray_service,
+    stores_secret_example,
+)
 from cluster.ray_up import ray_up_config
 from configs.serve_config import serve_config_yaml, to_yaml
 from serve_app.profiles import PROFILES, HardwareProfile

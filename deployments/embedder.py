@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,6 +57,7 @@ class EmbedderDeployment:
 
     async def info(self) -> dict:
         return {
+            "pid": os.getpid(),  # lets a test tell a live reconfigure from a restart
             "model": self.core.model_name,
             "dim": self.core.dim,
             **self.batching,

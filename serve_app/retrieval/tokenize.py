@@ -23,9 +23,7 @@ def _stemmer() -> Stemmer.Stemmer:
 class Tokenizer:
     """Callable text -> tokens. The same instance must serve documents and queries."""
 
-    def __init__(
-        self, *, stopwords: Iterable[str] | None = STOPWORDS, stem: bool = True
-    ) -> None:
+    def __init__(self, *, stopwords: Iterable[str] | None = STOPWORDS, stem: bool = True) -> None:
         self.stopwords = frozenset(stopwords or ())
         self.stem = stem
 

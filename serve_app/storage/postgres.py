@@ -182,9 +182,10 @@ class Repository:
         return [m.message_id for m in new]
 
     async def count_unfinished(self, user_id: str, session_id: str, ids: Sequence[str]) -> int:
+        """Messages among `ids` not searchable yet (pending, or waiting in the buffers)."""
         return await self.pool.fetchval(
             "SELECT count(*) FROM messages WHERE user_id=$1 AND session_id=$2"
-            " AND message_id = ANY($3::text[]) AND status = 'pending'",
+            " AND message_id = ANY($3::text[]) AND status IN ('pending', 'buffered')",
             user_id,
             session_id,
             list(ids),
@@ -354,7 +355,7 @@ class Repository:
     async def session_status(self, user_id: str, session_id: str) -> dict | None:
         s = await self.pool.fetchrow(
             "SELECT session_id, created_at, updated_at, metadata, raw_tokens, compressed_tokens,"
-            " llm_input_tokens, llm_output_tokens, llm_calls, summary"
+            " llm_input_tokens, llm_output_tokens, llm_calls, summary, segments, flushes"
             " FROM sessions WHERE user_id=$1 AND session_id=$2",
             user_id,
             session_id,
@@ -365,6 +366,7 @@ class Repository:
             "SELECT count(*) AS received,"
             " count(*) FILTER (WHERE status='done') AS processed,"
             " count(*) FILTER (WHERE status='pending') AS pending,"
+            " count(*) FILTER (WHERE status='buffered') AS buffered,"
             " count(*) FILTER (WHERE status='failed') AS failed"
             " FROM messages WHERE user_id=$1 AND session_id=$2",
             user_id,

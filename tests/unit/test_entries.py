@@ -8,11 +8,19 @@ from serve_app.messages import StoredMessage
 TS = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 
-def msg(i: int, content: str, name: str | None = "Caroline", session: str = "s1",
-        role: str = "user") -> StoredMessage:
+def msg(
+    i: int, content: str, name: str | None = "Caroline", session: str = "s1", role: str = "user"
+) -> StoredMessage:
     return StoredMessage(
-        user_id="u", session_id=session, message_id=f"m{i}", seq=i, role=role, name=name,
-        content=content, ts=TS, metadata={},
+        user_id="u",
+        session_id=session,
+        message_id=f"m{i}",
+        seq=i,
+        role=role,
+        name=name,
+        content=content,
+        ts=TS,
+        metadata={},
     )
 
 
@@ -89,7 +97,9 @@ def test_role_is_the_speaker_without_a_name_and_empty_messages_are_skipped():
 
 def test_without_date_and_with_sessions_mixed():
     entries = build_entries(
-        [msg(0, "a b", session="s1"), msg(1, "c d", session="s2")], None, unit="message_ctx",
+        [msg(0, "a b", session="s1"), msg(1, "c d", session="s2")],
+        None,
+        unit="message_ctx",
         with_date=False,
     )
     assert [e.text for e in entries] == ["Caroline: a b", "Caroline: c d"]

@@ -7,8 +7,9 @@ from benchmarks.locomo_data import evidence_recall, load_conversations, parse_lo
 
 
 def test_parse_locomo_datetime():
-    assert parse_locomo_datetime("1:56 pm on 8 May, 2023") == datetime(2023, 5, 8, 13, 56,
-                                                                       tzinfo=UTC)
+    assert parse_locomo_datetime("1:56 pm on 8 May, 2023") == datetime(
+        2023, 5, 8, 13, 56, tzinfo=UTC
+    )
     assert parse_locomo_datetime("12:09 am on 13 September, 2023").hour == 0
     assert parse_locomo_datetime("12:30 pm on 1 January, 2022").hour == 12
     with pytest.raises(ValueError):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from cluster.kuberay import HF_SECRET, STORES_SECRET
+from cluster.kuberay_manifests import HF_SECRET, STORES_SECRET
 from cluster.schemas import build
 from configs import generate
 from serve_app.profiles import PROFILES

@@ -3,7 +3,7 @@ template for offline batch jobs, and the Secret they read the store addresses fr
 
 PostgreSQL and Qdrant stay outside the Ray cluster; every Ray pod gets their addresses as
 MEMSERVE_* environment variables from the Secret `memserve-stores` (see
-cluster/secrets.example.yaml). Node pools are GKE's; on another Kubernetes change
+cluster/kuberay/secrets.example.yaml). Node pools are GKE's; on another Kubernetes change
 `gpu_node_selector` (NVIDIA's feature discovery labels `nvidia.com/gpu.product`).
 """
 

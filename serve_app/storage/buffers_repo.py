@@ -1,0 +1,285 @@
+"""PostgreSQL queries of the LightMem pipeline: session buffers, flush requests, token totals.
+
+Statuses of a message: pending (stored, not yet read by a worker) -> buffered (in the session's
+buffer state) -> done (its memory entries exist); failed after too many attempts. The buffer
+state row is locked for the whole worker transaction and saved in it, together with every
+status change, so a crash or a second replica never loses or repeats a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from serve_app.messages import StoredMessage
+from serve_app.storage.postgres import _to_message
+
+_MESSAGE_COLUMNS = "user_id, session_id, message_id, seq, role, name, content, ts, metadata"
+
+
+@dataclass(frozen=True)
+class ClaimedSession:
+    user_id: str
+    session_id: str
+    state: dict  # SessionBuffers.to_json(), {} when the session has never been processed
+    flush_upto: int | None  # an outstanding flush covers messages up to this seq
+
+
+@dataclass(frozen=True)
+class BufferedUpdate:
+    """What intake learned about one message: its compressed form and token counts."""
+
+    message_id: str
+    compressed: str | None  # None when compression is off
+    raw_tokens: int
+    compressed_tokens: int
+
+
+@dataclass(frozen=True)
+class SessionCounters:
+    """Increments of a session's pipeline counters in one transaction."""
+
+    raw_tokens: int = 0
+    compressed_tokens: int = 0
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+    llm_calls: int = 0
+    segments: int = 0
+    flushes: int = 0
+
+
+class BuffersRepo:
+    """Static queries on a caller's connection (inside its transaction) or on a pool."""
+
+    @staticmethod
+    async def claim_sessions(conn: asyncpg.Connection, limit: int) -> list[ClaimedSession]:
+        """Lock up to `limit` sessions that have pending messages or an outstanding flush.
+
+        Oldest work first; SKIP LOCKED hands sessions another replica holds to nobody else, so
+        replicas share the work and each session's messages are handled in seq order.
+        """
+        rows = await conn.fetch(
+            "WITH work AS ("
+            "  SELECT user_id, session_id, min(received_at) AS since FROM messages"
+            "  WHERE status = 'pending' GROUP BY user_id, session_id"
+            "  UNION ALL"
+            "  SELECT user_id, session_id, requested_at FROM flush_requests"
+            ")"
+            " SELECT b.user_id, b.session_id, b.state, f.upto_seq"
+            " FROM session_buffers b"
+            " JOIN (SELECT user_id, session_id, min(since) AS since FROM work"
+            "       GROUP BY user_id, session_id) w USING (user_id, session_id)"
+            " LEFT JOIN flush_requests f USING (user_id, session_id)"
+            " ORDER BY w.since, b.user_id, b.session_id"
+            " LIMIT $1 FOR UPDATE OF b SKIP LOCKED",
+            limit,
+        )
+        return [
+            ClaimedSession(r["user_id"], r["session_id"], r["state"] or {}, r["upto_seq"])
+            for r in rows
+        ]
+
+    @staticmethod
+    async def pending_messages(
+        conn: asyncpg.Connection, user_id: str, session_id: str, limit: int
+    ) -> list[StoredMessage]:
+        rows = await conn.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE user_id=$1 AND session_id=$2 AND status = 'pending'"
+            " ORDER BY seq LIMIT $3",
+            user_id,
+            session_id,
+            limit,
+        )
+        return [_to_message(r) for r in rows]
+
+    @staticmethod
+    async def messages_by_ids(
+        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str]
+    ) -> dict[str, StoredMessage]:
+        rows = await conn.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])",
+            user_id,
+            session_id,
+            list(ids),
+        )
+        return {r["message_id"]: _to_message(r) for r in rows}
+
+    @staticmethod
+    async def mark_buffered(
+        conn: asyncpg.Connection, user_id: str, session_id: str, updates: Sequence[BufferedUpdate]
+    ) -> None:
+        await conn.executemany(
+            "UPDATE messages SET status='buffered', compressed=$4, raw_tokens=$5,"
+            " compressed_tokens=$6, attempts=attempts+1"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id=$3 AND status='pending'",
+            [
+                (user_id, session_id, u.message_id, u.compressed, u.raw_tokens, u.compressed_tokens)
+                for u in updates
+            ],
+        )
+
+    @staticmethod
+    async def mark_done(
+        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str]
+    ) -> None:
+        await conn.execute(
+            "UPDATE messages SET status='done', processed_at=now()"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
+            " AND status='buffered'",
+            user_id,
+            session_id,
+            list(ids),
+        )
+
+    @staticmethod
+    async def mark_failed(
+        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str], error: str
+    ) -> None:
+        await conn.execute(
+            "UPDATE messages SET status='failed', last_error=$4, attempts=attempts+1"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])",
+            user_id,
+            session_id,
+            list(ids),
+            error[:2000],
+        )
+
+    @staticmethod
+    async def record_attempt(
+        conn: asyncpg.Connection,
+        user_id: str,
+        session_id: str,
+        ids: Sequence[str],
+        error: str,
+        max_attempts: int,
+    ) -> None:
+        """A failed try at pending messages; past `max_attempts` they are marked failed."""
+        await conn.execute(
+            "UPDATE messages SET attempts = attempts + 1, last_error = $4,"
+            " status = CASE WHEN attempts + 1 >= $5 THEN 'failed' ELSE status END"
+            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
+            " AND status = 'pending'",
+            user_id,
+            session_id,
+            list(ids),
+            error[:2000],
+            max_attempts,
+        )
+
+    @staticmethod
+    async def save_state(
+        conn: asyncpg.Connection,
+        user_id: str,
+        session_id: str,
+        state: dict,
+        buffered_messages: int,
+        buffered_tokens: int,
+    ) -> None:
+        await conn.execute(
+            "UPDATE session_buffers SET state=$3, buffered_messages=$4, buffered_tokens=$5,"
+            " updated_at=now() WHERE user_id=$1 AND session_id=$2",
+            user_id,
+            session_id,
+            state,
+            buffered_messages,
+            buffered_tokens,
+        )
+
+    @staticmethod
+    async def add_counters(
+        conn: asyncpg.Connection, user_id: str, session_id: str, c: SessionCounters
+    ) -> None:
+        await conn.execute(
+            "UPDATE sessions SET raw_tokens = raw_tokens + $3,"
+            " compressed_tokens = compressed_tokens + $4,"
+            " llm_input_tokens = llm_input_tokens + $5, llm_output_tokens = llm_output_tokens + $6,"
+            " llm_calls = llm_calls + $7, segments = segments + $8, flushes = flushes + $9,"
+            " updated_at = now() WHERE user_id=$1 AND session_id=$2",
+            user_id,
+            session_id,
+            c.raw_tokens,
+            c.compressed_tokens,
+            c.llm_input_tokens,
+            c.llm_output_tokens,
+            c.llm_calls,
+            c.segments,
+            c.flushes,
+        )
+
+    # --- flush requests ----------------------------------------------------------------------
+
+    @staticmethod
+    async def request_flush(
+        conn: asyncpg.Connection | asyncpg.Pool, user_id: str, session_id: str
+    ) -> int | None:
+        """Ask for everything the session holds so far to become memories.
+
+        Returns the last seq the flush covers (-1 for a session without messages), or None when
+        the session does not exist. Durable: any worker replica honours it, after a restart too.
+        """
+        return await conn.fetchval(
+            "INSERT INTO flush_requests (user_id, session_id, upto_seq)"
+            " SELECT user_id, session_id, next_seq - 1 FROM sessions"
+            " WHERE user_id=$1 AND session_id=$2"
+            " ON CONFLICT (user_id, session_id) DO UPDATE"
+            " SET upto_seq = GREATEST(flush_requests.upto_seq, EXCLUDED.upto_seq)"
+            " RETURNING upto_seq",
+            user_id,
+            session_id,
+        )
+
+    @staticmethod
+    async def clear_flush(
+        conn: asyncpg.Connection, user_id: str, session_id: str, upto_seq: int
+    ) -> None:
+        # A request that moved past `upto_seq` meanwhile stays for the next round.
+        await conn.execute(
+            "DELETE FROM flush_requests WHERE user_id=$1 AND session_id=$2 AND upto_seq <= $3",
+            user_id,
+            session_id,
+            upto_seq,
+        )
+
+    # --- reads -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def session_pipeline(
+        conn: asyncpg.Connection | asyncpg.Pool, user_id: str, session_id: str
+    ) -> dict | None:
+        """Buffer occupancy and pipeline counters of one session (None if unknown)."""
+        r = await conn.fetchrow(
+            "SELECT s.raw_tokens, s.compressed_tokens, s.llm_input_tokens, s.llm_output_tokens,"
+            " s.llm_calls, s.segments, s.flushes,"
+            " coalesce(b.buffered_messages, 0) AS buffered_messages,"
+            " coalesce(b.buffered_tokens, 0) AS buffered_tokens,"
+            " f.upto_seq AS flush_requested_upto"
+            " FROM sessions s"
+            " LEFT JOIN session_buffers b USING (user_id, session_id)"
+            " LEFT JOIN flush_requests f USING (user_id, session_id)"
+            " WHERE s.user_id=$1 AND s.session_id=$2",
+            user_id,
+            session_id,
+        )
+        if r is None:
+            return None
+        out = dict(r)
+        out["compression_ratio"] = compression_ratio(out["raw_tokens"], out["compressed_tokens"])
+        return out
+
+    @staticmethod
+    async def user_totals(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> dict | None:
+        r = await conn.fetchrow("SELECT * FROM user_token_totals WHERE user_id=$1", user_id)
+        if r is None:
+            return None
+        out = dict(r)
+        out["compression_ratio"] = compression_ratio(out["raw_tokens"], out["compressed_tokens"])
+        return out
+
+
+def compression_ratio(raw_tokens: int, compressed_tokens: int) -> float | None:
+    """Tokens after compression per raw token (1.0 with compression off); None before any."""
+    return round(compressed_tokens / raw_tokens, 4) if raw_tokens else None

@@ -1,0 +1,399 @@
+"""The ingest worker's pipeline against the machine's PostgreSQL, without Ray.
+
+The embedder, vector index and compressor are test doubles (external engines); the buffers,
+segmentation, entry building and every query are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from deployments.ingest_worker import IngestProcessor, topic_id
+from serve_app.metrics import PipelineTotals
+from serve_app.pipeline.compression import Compressed
+from serve_app.settings import Settings
+from serve_app.storage.buffers_repo import BuffersRepo
+from serve_app.storage.postgres import NewMessage, Repository, create_pool, migrate
+from serve_app.tokens import count_tokens
+from tests.pg import create_database, drop_database
+
+T0 = datetime(2023, 5, 20, 10, tzinfo=UTC)
+TOPICS = {
+    "dog": "dog puppy leash park walk bark fetch collar",
+    "cello": "cello bow strings concert practice teacher music recital",
+    "trip": "paris flight hotel louvre museum croissant metro luggage",
+    "garden": "tomato garden soil seeds watering compost basil harvest",
+}
+
+
+# --- test doubles for the engines ------------------------------------------------------------
+
+
+def bag_of_words(text: str, dim: int = 4096) -> np.ndarray:
+    v = np.zeros(dim, dtype=np.float32)
+    for word in re.findall(r"[a-z]+", text.lower()):
+        v[zlib.crc32(word.encode()) % dim] += 1
+    return v / (np.linalg.norm(v) or 1.0)
+
+
+class Engines:
+    """Embedder, vector index and compressor doubles that record what they were asked."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, object] = {}  # the vector index: upserts by id
+        self.index_calls = 0
+        self.fail_index = False
+        self.embed_fail_on: str | None = None
+        self.embedded: list[str] = []
+        self.compressed: list[str] = []
+        self.attended: list[list[str]] = []
+
+    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+        await asyncio.sleep(0.001)  # let concurrent workers interleave
+        if self.embed_fail_on and any(self.embed_fail_on in t for t in texts):
+            raise RuntimeError("embedder refused the text")
+        self.embedded += texts
+        return [bag_of_words(t) for t in texts]
+
+    async def index(self, points) -> None:
+        self.index_calls += 1
+        if self.fail_index:
+            raise ConnectionError("vector index down")
+        for p in points:
+            self.points[p.id] = p
+
+    async def compress(self, texts: list[str]) -> list[Compressed]:
+        # Keeps every other word: a stand-in for LLMLingua-2 at rate 0.5.
+        self.compressed += texts
+        out = []
+        for t in texts:
+            short = " ".join(t.split()[::2])
+            out.append(Compressed(t, short, count_tokens(t), count_tokens(short)))
+        return out
+
+    async def attend(self, windows: list[list[str]]) -> list[list[float]]:
+        self.attended += windows
+        return [[0.5] * (len(w) - 1) for w in windows]
+
+
+# --- fixtures and helpers --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pool():
+    dsn = await create_database()
+    p = await create_pool(dsn, 1, 8)
+    await migrate(p)
+    yield p
+    await p.close()
+    await drop_database(dsn)
+
+
+def settings(**kw) -> Settings:
+    base = {"sensory_max_tokens": 64, "short_term_max_tokens": 96, "entry_unit": "message_ctx"}
+    return Settings(pg_dsn="postgresql://unused", **{**base, **kw})
+
+
+def processor(pool, engines: Engines, compression: bool = False, **kw) -> IngestProcessor:
+    return IngestProcessor(
+        Repository(pool),
+        engines.embed,
+        engines.index,
+        settings(**kw),
+        "double",
+        compress=engines.compress if compression else None,
+        attend=engines.attend if compression else None,
+    )
+
+
+def conversation(n: int, seed: int = 3, prefix: str = "m") -> list[tuple[str, str, str]]:
+    """(message_id, topic, text): topic runs of 3..7 messages, each text 6 words of its topic."""
+    rng = random.Random(seed)
+    out, names, topic, left = [], list(TOPICS), None, 0
+    for i in range(n):
+        if left == 0:
+            topic = rng.choice([t for t in names if t != topic])
+            left = rng.randint(3, 7)
+        left -= 1
+        words = rng.sample(TOPICS[topic].split(), 6)
+        out.append((f"{prefix}{i}", topic, " ".join(words)))
+    return out
+
+
+async def add(pool, user: str, session: str, items, start_minute: int = 0) -> None:
+    msgs = [
+        NewMessage(
+            message_id=mid,
+            role="user" if i % 3 else "assistant",  # roles need not alternate
+            name=None if i % 3 == 0 else ("Ann" if i % 2 else "Bo"),
+            content=text,
+            ts=T0 + timedelta(minutes=i),
+            ts_provided=True,
+            metadata={},
+        )
+        for i, (mid, _, text) in enumerate(items, start=start_minute)
+    ]
+    await Repository(pool).add_messages(user, session, msgs, None)
+
+
+async def drain(proc: IngestProcessor) -> PipelineTotals:
+    total = PipelineTotals()
+    while (t := await proc.process_batch()).did_work:
+        total.add(t)
+    return total
+
+
+async def statuses(pool, user: str) -> dict[str, str]:
+    rows = await pool.fetch("SELECT message_id, status FROM messages WHERE user_id=$1", user)
+    return {r["message_id"]: r["status"] for r in rows}
+
+
+async def entries(pool, user: str) -> list[dict]:
+    rows = await pool.fetch(
+        "SELECT id::text AS id, text, index_text, source_message_ids, topic_id, metadata"
+        " FROM memory_entries WHERE user_id=$1 ORDER BY ts, id",
+        user,
+    )
+    return [dict(r) for r in rows]
+
+
+def cited(rows: list[dict]) -> list[str]:
+    return [i for r in rows for i in r["source_message_ids"]]
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+async def test_messages_wait_in_the_buffers_until_the_short_term_buffer_fills(pool):
+    engines = Engines()
+    proc = processor(pool, engines)
+    convo = conversation(4)
+    await add(pool, "u", "s", convo)
+    totals = await drain(proc)
+    assert totals.messages == 4 and totals.flushes == 0 and totals.entries == 0
+    assert set((await statuses(pool, "u")).values()) == {"buffered"}
+    assert await entries(pool, "u") == []
+    assert await Repository(pool).count_unfinished("u", "s", ["m0", "m3"]) == 2
+
+    more = conversation(60)[4:]
+    await add(pool, "u", "s", more, start_minute=4)
+    totals = await drain(proc)
+    assert totals.flushes >= 2 and totals.segments >= totals.flushes
+    st = await statuses(pool, "u")
+    done = {m for m, s in st.items() if s == "done"}
+    assert done and set(st.values()) == {"done", "buffered"}
+    rows = await entries(pool, "u")
+    # A message is done exactly when its entry exists; buffered ones have none yet.
+    assert sorted(cited(rows)) == sorted(done)
+    assert set(engines.points) == {r["id"] for r in rows}
+    for r in rows:
+        assert r["topic_id"] == topic_id("s", r["metadata"]["topic_index"])
+        assert "flush_index" in r["metadata"]
+    status = await BuffersRepo.session_pipeline(pool, "u", "s")
+    assert status["buffered_messages"] == len(st) - len(done) > 0
+    assert status["flushes"] == totals.flushes
+
+
+async def test_flush_request_turns_everything_buffered_into_memories(pool):
+    engines = Engines()
+    proc = processor(pool, engines)
+    convo = conversation(9)
+    await add(pool, "u", "s", convo)
+    await drain(proc)
+    assert set((await statuses(pool, "u")).values()) == {"buffered"}
+
+    assert await BuffersRepo.request_flush(pool, "u", "s") == 8
+    totals = await drain(proc)
+    assert totals.flushes >= 1
+    assert set((await statuses(pool, "u")).values()) == {"done"}
+    assert sorted(cited(await entries(pool, "u"))) == sorted(m for m, _, _ in convo)
+    assert await pool.fetchval("SELECT count(*) FROM flush_requests") == 0
+    state = await pool.fetchval("SELECT state FROM session_buffers WHERE user_id='u'")
+    assert state["pending"] == state["sensory"] == state["short_term"] == []
+    # Nothing left to do: the next batch finds no work.
+    assert not (await proc.process_batch()).did_work
+    assert await BuffersRepo.request_flush(pool, "u", "nope") is None
+
+
+async def test_a_flush_covers_messages_still_pending_when_it_is_requested(pool):
+    engines = Engines()
+    proc = processor(pool, engines, worker_batch_messages=4)
+    convo = conversation(11)
+    await add(pool, "u", "s", convo)
+    await BuffersRepo.request_flush(pool, "u", "s")  # before any worker has read them
+    await drain(proc)  # several batches of 4: the flush waits until all are read
+    assert set((await statuses(pool, "u")).values()) == {"done"}
+    assert sorted(cited(await entries(pool, "u"))) == sorted(m for m, _, _ in convo)
+
+
+async def test_restart_mid_conversation_loses_nothing_and_repeats_nothing(pool):
+    convo = conversation(80, seed=11)
+    # Reference: one worker sees the whole conversation.
+    await add(pool, "ref", "s", convo)
+    await drain(processor(pool, Engines()))
+    await BuffersRepo.request_flush(pool, "ref", "s")
+    await drain(processor(pool, Engines()))
+    expected = await entries(pool, "ref")
+
+    # The same conversation in four parts, each by a fresh worker (a restart in between).
+    engines = Engines()
+    for start in range(0, 80, 20):
+        await add(pool, "u", "s", convo[start : start + 20], start_minute=start)
+        await drain(processor(pool, engines))
+    await BuffersRepo.request_flush(pool, "u", "s")
+    await drain(processor(pool, engines))
+    got = await entries(pool, "u")
+
+    assert sorted(cited(got)) == sorted(m for m, _, _ in convo)  # each message exactly once
+    assert set((await statuses(pool, "u")).values()) == {"done"}
+
+    def shape(rows):
+        return [(r["source_message_ids"], r["topic_id"], r["index_text"]) for r in rows]
+
+    assert shape(got) == shape(expected)
+
+
+async def test_a_crash_before_commit_leaves_everything_to_the_retry(pool):
+    engines = Engines()
+    proc = processor(pool, engines)
+    convo = conversation(40)
+    await add(pool, "u", "s", convo)
+    await BuffersRepo.request_flush(pool, "u", "s")
+    engines.fail_index = True
+    with pytest.raises(ConnectionError):
+        await proc.process_batch()
+    assert set((await statuses(pool, "u")).values()) == {"pending"}
+    assert await pool.fetchval("SELECT state FROM session_buffers WHERE user_id='u'") == {}
+    assert await entries(pool, "u") == []
+    assert await pool.fetchval("SELECT raw_tokens FROM sessions WHERE user_id='u'") == 0
+    assert await pool.fetchval("SELECT min(attempts) FROM messages WHERE user_id='u'") == 1
+
+    engines.fail_index = False
+    await drain(proc)
+    rows = await entries(pool, "u")
+    assert sorted(cited(rows)) == sorted(m for m, _, _ in convo)
+    assert set(engines.points) == {r["id"] for r in rows}  # the retry overwrote, no extras
+
+
+async def test_two_workers_never_process_one_session_together(pool):
+    sessions = {f"s{k}": conversation(30, seed=k, prefix=f"k{k}-") for k in range(6)}
+    for s, convo in sessions.items():
+        await add(pool, "u", s, convo)
+        await BuffersRepo.request_flush(pool, "u", s)
+    engines = Engines()
+    a = processor(pool, engines, worker_batch_sessions=2, worker_batch_messages=16)
+    b = processor(pool, engines, worker_batch_sessions=2, worker_batch_messages=16)
+    ta, tb = await asyncio.gather(drain(a), drain(b))
+    assert ta.sessions and tb.sessions  # both took part
+    rows = await entries(pool, "u")
+    expected = [m for convo in sessions.values() for m, _, _ in convo]
+    assert sorted(cited(rows)) == sorted(expected)
+    assert ta.messages + tb.messages == len(expected)
+
+
+async def test_claimed_sessions_are_disjoint(pool):
+    for s in ("a", "b", "c"):
+        await add(pool, "u", s, conversation(3, prefix=s))
+    async with pool.acquire() as c1, pool.acquire() as c2, c1.transaction(), c2.transaction():
+        first = await BuffersRepo.claim_sessions(c1, 2)
+        second = await BuffersRepo.claim_sessions(c2, 5)
+    assert len(first) == 2 and len(second) == 1
+    assert {c.session_id for c in first} | {c.session_id for c in second} == {"a", "b", "c"}
+
+
+async def test_compression_keeps_the_original_and_entries_index_it(pool):
+    engines = Engines()
+    proc = processor(pool, engines, compression=True)
+    convo = conversation(30)
+    await add(pool, "u", "s", convo)
+    await BuffersRepo.request_flush(pool, "u", "s")
+    await drain(proc)
+
+    rows = await pool.fetch(
+        "SELECT message_id, content, compressed, raw_tokens, compressed_tokens, status"
+        " FROM messages WHERE user_id='u'"
+    )
+    for r in rows:
+        assert r["status"] == "done"
+        assert r["compressed"] == " ".join(r["content"].split()[::2])
+        assert r["compressed_tokens"] < r["raw_tokens"] == count_tokens(r["content"])
+    # Segmentation read the compressed texts (embedder and attention both).
+    compressed = {r["compressed"] for r in rows}
+    assert engines.attended and all(t in compressed for w in engines.attended for t in w)
+    # Retrieval indexes the original: every entry states its message's full text.
+    by_id = {r["message_id"]: r["content"] for r in rows}
+    for e in await entries(pool, "u"):
+        [mid] = e["source_message_ids"]
+        assert by_id[mid] in e["text"] and by_id[mid] in e["index_text"]
+    s = await BuffersRepo.session_pipeline(pool, "u", "s")
+    assert s["raw_tokens"] == sum(r["raw_tokens"] for r in rows)
+    assert s["compressed_tokens"] == sum(r["compressed_tokens"] for r in rows)
+    assert 0.3 < s["compression_ratio"] < 0.8
+
+
+async def test_token_accounting_per_session_and_per_user(pool):
+    proc = processor(pool, Engines())
+    one, two = conversation(10, prefix="a"), conversation(7, prefix="b")
+    await add(pool, "u", "s1", one)
+    await add(pool, "u", "s2", two)
+    await add(pool, "v", "s1", one)
+    totals = await drain(proc)
+    raw1 = sum(count_tokens(t) for _, _, t in one)
+    raw2 = sum(count_tokens(t) for _, _, t in two)
+    assert totals.raw_tokens == 2 * raw1 + raw2
+    s1 = await BuffersRepo.session_pipeline(pool, "u", "s1")
+    assert s1["raw_tokens"] == s1["compressed_tokens"] == raw1  # compression off
+    assert s1["compression_ratio"] == 1.0 and s1["llm_calls"] == 0
+    user = await BuffersRepo.user_totals(pool, "u")
+    assert user["sessions"] == 2 and user["raw_tokens"] == raw1 + raw2
+    assert (await BuffersRepo.user_totals(pool, "v"))["raw_tokens"] == raw1
+    assert await BuffersRepo.user_totals(pool, "nobody") is None
+    # Nothing is counted twice on a later batch.
+    await BuffersRepo.request_flush(pool, "u", "s1")
+    await drain(proc)
+    assert (await BuffersRepo.session_pipeline(pool, "u", "s1"))["raw_tokens"] == raw1
+
+
+async def test_a_failing_session_does_not_hold_up_the_others(pool):
+    engines = Engines()
+    proc = processor(pool, engines, worker_max_attempts=2)
+    bad = [(f"x{i}", "dog", f"POISON dog walk {i}") for i in range(3)]
+    good = conversation(5, prefix="g")
+    await add(pool, "u", "bad", bad)
+    await add(pool, "u", "good", good)
+    for s in ("bad", "good"):
+        await BuffersRepo.request_flush(pool, "u", s)
+    engines.embed_fail_on = "POISON"
+    totals = await proc.process_batch()
+    assert totals.failed_sessions == 1 and totals.sessions == 1
+    st = await statuses(pool, "u")
+    assert {st[m] for m, _, _ in good} == {"done"} and {st[m] for m, _, _ in bad} == {"pending"}
+    await proc.process_batch()  # second attempt: given up on
+    st = await statuses(pool, "u")
+    assert {st[m] for m, _, _ in bad} == {"failed"}
+    err = await pool.fetchval("SELECT last_error FROM messages WHERE message_id='x0'")
+    assert "embedder refused" in err
+
+
+async def test_segments_follow_scripted_topic_shifts(pool):
+    proc = processor(pool, Engines(), sensory_max_tokens=512, short_term_max_tokens=512)
+    convo = conversation(40, seed=5)
+    await add(pool, "u", "s", convo)
+    await BuffersRepo.request_flush(pool, "u", "s")
+    await drain(proc)
+    topic_of = {mid: t for mid, t, _ in convo}
+    by_topic: dict[str, set[str]] = {}
+    for e in await entries(pool, "u"):
+        [mid] = e["source_message_ids"]
+        by_topic.setdefault(e["topic_id"], set()).add(topic_of[mid])
+    # Every segment holds one scripted topic, and there are as many segments as topic runs.
+    assert all(len(t) == 1 for t in by_topic.values())
+    runs = 1 + sum(a[1] != b[1] for a, b in zip(convo, convo[1:], strict=False))
+    assert len(by_topic) == runs
