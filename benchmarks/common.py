@@ -13,8 +13,10 @@ import os
 import platform
 import random
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -160,6 +162,10 @@ async def _drop_db(admin_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @contextlib.contextmanager
 def running_service(
     *,
@@ -193,10 +199,15 @@ def running_service(
     if not dsn:
         os.environ.pop("MEMSERVE_PG_DSN", None)
     service = Service(config, Settings())
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         t0 = time.perf_counter()
         service.start()
         started = time.perf_counter() - t0
+        # Ray's driver takes over SIGINT; make both signals unwind through the cleanup below.
+        if threading.current_thread() is threading.main_thread():
+            for sig in handlers:
+                signal.signal(sig, _interrupt)
         yield RunningService(
             f"http://127.0.0.1:{port}",
             service,
@@ -208,6 +219,9 @@ def running_service(
         try:
             service.stop()
         finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
             os.environ.clear()
             os.environ.update(saved)
             if dsn and pg_admin_dsn:
@@ -216,12 +230,61 @@ def running_service(
                 shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def use_service(
+    shared: RunningService | None, pg_admin_dsn: str | None = None
+) -> Iterator[RunningService]:
+    """`shared` if given (run_all starts one service for every benchmark), else a fresh one."""
+    if shared is not None:
+        yield shared
+        return
+    with running_service(pg_admin_dsn=pg_admin_dsn) as svc:
+        yield svc
+
+
 def add_service_args(parser) -> None:
     parser.add_argument(
         "--pg-admin-dsn",
         help="PostgreSQL server for a throwaway database (default: embedded PostgreSQL)",
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+
+
+async def wait_processed(
+    client: httpx.AsyncClient,
+    sessions: Sequence[tuple[str, str]],
+    *,
+    stall_s: float = 180,
+    poll_s: float = 0.05,
+) -> None:
+    """Poll GET /v1/sessions until every (user, session) has all its messages processed.
+
+    Gives up when no message got processed for `stall_s` seconds (a stuck pipeline must not
+    hang a benchmark run), and on any failed message.
+    """
+    pending = list(sessions)
+    progress, last_change = (0, -1), time.monotonic()
+    finished = 0
+    while pending:
+        user, session = pending[0]
+        r = await client.get(f"/v1/sessions/{session}", params={"user_id": user})
+        r.raise_for_status()
+        c = r.json()["messages"]
+        if c["failed"]:
+            raise RuntimeError(f"{user}/{session}: {c['failed']} messages failed")
+        if c["processed"] >= c["received"]:
+            pending.pop(0)
+            finished += 1
+        now = (finished, c["processed"])
+        if now != progress:
+            progress, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            raise TimeoutError(
+                f"ingestion stalled for {stall_s:.0f}s: {user}/{session} has {c['processed']}"
+                f" of {c['received']} messages processed"
+            )
+        if pending and c["processed"] < c["received"]:
+            await asyncio.sleep(poll_s)
 
 
 # --- HTTP load ---------------------------------------------------------------------------------
@@ -258,12 +321,15 @@ async def run_load(
     requests: int,
     warmup: int = 0,
     timeout_s: float = 120,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> LoadResult:
     """Closed loop: `concurrency` clients, each sends its next request when the last returns,
     until `requests` measured requests are done (after `warmup` unmeasured ones)."""
     result = LoadResult(concurrency)
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout_s, limits=limits, transport=transport
+    ) as client:
 
         async def one(i: int, record: bool) -> None:
             method, path, body = make_request(i)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
+    RunningService,
     add_service_args,
     encode_throughput,
     load_minilm,
@@ -33,8 +34,9 @@ from benchmarks.common import (
     percentiles,
     plt,
     relpath,
-    running_service,
     save_figure,
+    use_service,
+    wait_processed,
     write_result,
 )
 from benchmarks.synthetic import SyntheticMessage, chunks, session_messages
@@ -106,31 +108,16 @@ async def _post_session(
     return latencies
 
 
-async def _all_processed(client: httpx.AsyncClient, keys: Sequence[tuple[str, str]]) -> bool:
-    for user, session in keys:
-        r = await client.get(f"/v1/sessions/{session}", params={"user_id": user})
-        r.raise_for_status()
-        counts = r.json()["messages"]
-        if counts["failed"]:
-            raise RuntimeError(f"{user}/{session}: {counts['failed']} messages failed")
-        if counts["processed"] < counts["received"]:
-            return False
-    return True
-
-
 async def run_level(
-    url: str, sessions: dict[tuple[str, str], list], request_size: int, timeout_s: float = 900
+    url: str, sessions: dict[tuple[str, str], list], request_size: int, stall_s: float = 180
 ) -> dict[str, Any]:
     total = sum(len(m) for m in sessions.values())
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         t0 = time.perf_counter()
         lat = await asyncio.gather(
             *(_post_session(client, u, s, m, request_size) for (u, s), m in sessions.items())
         )
-        while not await _all_processed(client, list(sessions)):
-            if time.perf_counter() - t0 > timeout_s:
-                raise TimeoutError("ingestion did not finish")
-            await asyncio.sleep(0.05)
+        await wait_processed(client, list(sessions), stall_s=stall_s)
         wall = time.perf_counter() - t0
     return {
         "sessions": len(sessions),
@@ -170,7 +157,7 @@ def plot(result: dict, out_dir: Path) -> Path:
     return save_figure(fig, "ingestion", out_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None, service: RunningService | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=tuple(MODES), default="quick")
     p.add_argument("--full", action="store_const", const="full", dest="mode")
@@ -209,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result["encode_limit"] = {**best, "torch_threads": args.torch_threads}
     del embedder
 
-    with running_service(pg_admin_dsn=args.pg_admin_dsn) as svc:
+    with use_service(service, args.pg_admin_dsn) as svc:
         result["service_start_s"] = svc.start_seconds
         warm = {(f"ing-{run}-warm", "s0"): session_messages(f"{run}-warm", 64, 0)}
         asyncio.run(run_level(svc.url, warm, cfg["request_size"]))

@@ -11,7 +11,7 @@ backend) over the same index texts read from PostgreSQL, and the same fusion. Wh
 is the difference: HTTP, the ingress, Ray handle calls, embedder batching, and hydrating the
 results from PostgreSQL.
 
-    python -m benchmarks.search_latency          # quick: 1k and 10k, 10 users x 1k
+    python -m benchmarks.search_latency          # quick: 1k and 10k, 20 users x 250
     python -m benchmarks.search_latency --full   # 1k, 10k, 50k, 100 users x 1k
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import shutil
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
+    RunningService,
     add_service_args,
     load_minilm,
     machine_info,
@@ -40,8 +42,9 @@ from benchmarks.common import (
     plt,
     relpath,
     run_load,
-    running_service,
     save_figure,
+    use_service,
+    wait_processed,
     write_result,
 )
 from benchmarks.synthetic import chunks, questions, session_messages
@@ -60,7 +63,7 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "sizes": (1000, 10000),
-        "users": (10, 1000),
+        "users": (20, 250),
         "concurrency": (1, 8, 32),
         "requests": 120,
         "baseline_requests": 100,
@@ -85,9 +88,7 @@ class Scenario:
     docs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # user -> (id, text)
 
 
-async def fill(
-    url: str, user: str, start_session: int, n_messages: int, parallel: int = 4
-) -> int:
+async def fill(url: str, user: str, start_session: int, n_messages: int, parallel: int = 4) -> int:
     """Add `n_messages` to `user` in new sessions of up to SESSION_SIZE, numbered from
     `start_session`, and wait until all are indexed. Returns the next free session number."""
     sessions = []
@@ -114,19 +115,7 @@ async def fill(
 
         await asyncio.gather(*(post(sid, msgs) for sid, msgs in sessions))
         # `wait` gives up after the service's wait timeout: poll until every session is done.
-        deadline = time.monotonic() + 1800
-        for sid, _ in sessions:
-            while True:
-                r = await client.get(f"/v1/sessions/{sid}", params={"user_id": user})
-                r.raise_for_status()
-                c = r.json()["messages"]
-                if c["failed"]:
-                    raise RuntimeError(f"{user}/{sid}: {c['failed']} messages failed")
-                if c["processed"] >= c["received"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{user}/{sid} not indexed")
-                await asyncio.sleep(0.2)
+        await wait_processed(client, [(user, sid) for sid, _ in sessions], poll_s=0.2)
     return start_session + len(sessions)
 
 
@@ -176,14 +165,23 @@ def http_runs(url: str, scenario: Scenario, cfg: dict, qs: list[str]) -> list[di
                 return "POST", "/v1/search", body
 
             res = asyncio.run(
-                run_load(
-                    url, make, concurrency=conc, requests=cfg["requests"], warmup=2 * conc + 4
-                )
+                run_load(url, make, concurrency=conc, requests=cfg["requests"], warmup=2 * conc + 4)
             )
             row = {"scenario": scenario.name, "strategy": strategy, **res.summary()}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+async def _collection_base(client, user_id: str) -> str:
+    """The base name the service used for this user's collection (it may carry an index
+    generation suffix), found by the per-user suffix of serve_app.storage.vectors."""
+    suffix = "__u" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    names = [c.name for c in (await client.get_collections()).collections]
+    found = [n for n in names if n.endswith(suffix)]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one collection for {user_id}, found {found}")
+    return found[0].removesuffix(suffix)
 
 
 async def baseline(scenario: Scenario, embedder, qs: list[str], n: int) -> list[dict]:
@@ -198,7 +196,9 @@ async def baseline(scenario: Scenario, embedder, qs: list[str], n: int) -> list[
     s = Settings()
     depth = max(LIMIT, s.retrieval_candidates)
     client = AsyncQdrantClient(path=str(scenario.qdrant_copy))
-    store = QdrantVectorStore(client, s.qdrant_collection, embedder.dim, "per_user")
+    store = QdrantVectorStore(
+        client, await _collection_base(client, scenario.users[0]), embedder.dim, "per_user"
+    )
     indexes = {}
     for user, docs in scenario.docs.items():
         idx = BM25Index(s.bm25_backend)
@@ -263,8 +263,7 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
                 ]
                 xs = [r["concurrency"] for r in rows]
                 ys = [
-                    r["latency_ms"]["p95"] if metric == "p95" else r["throughput_rps"]
-                    for r in rows
+                    r["latency_ms"]["p95"] if metric == "p95" else r["throughput_rps"] for r in rows
                 ]
                 ax.plot(xs, ys, marker="o", color=colors[sc], label=f"HTTP, {sc}")
                 base = [
@@ -302,7 +301,7 @@ def target_row(http: list[dict]) -> dict | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None, service: RunningService | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=tuple(MODES), default="quick")
     p.add_argument("--full", action="store_const", const="full", dest="mode")
@@ -337,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     scenarios: list[Scenario] = []
     snapshots: list[Path] = []
     try:
-        with running_service(pg_admin_dsn=args.pg_admin_dsn) as svc:
+        with use_service(service, args.pg_admin_dsn) as svc:
             result["service_start_s"] = svc.start_seconds
             one = f"search-{run}-one"
             have = next_session = 0

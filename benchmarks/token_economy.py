@@ -75,6 +75,7 @@ def run_buffers(
     buffer_config: BufferConfig,
     seg_config: SegmentationConfig,
     scope: str,
+    llm: bool = False,
 ) -> dict[str, Any]:
     windows: list[int] = []
 
@@ -99,16 +100,22 @@ def run_buffers(
     segments = [s for f in flushes for s in f.segments]
     n_messages = sum(len(s.messages) for s in segments)
     assert n_messages == sum(len(m) for m in sessions), "a message went missing"
-    return {
+    out = {
         "segments": len(segments),
         "flushes": len(flushes),
         "sensory_cuts": len(windows),
         "messages_per_segment": round(n_messages / max(1, len(segments)), 2),
         "tokens_per_flush": round(sum(f.tokens for f in flushes) / max(1, len(flushes)), 1),
     }
+    if llm:
+        # One extraction call per flush, built by the pipeline's code, answered by the double.
+        from benchmarks.llm_economy import extraction_usage
+
+        out["llm"] = extraction_usage(flushes)
+    return out
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/locomo-dev")
     parser.add_argument("--model", help="compressor model dir or HF id (default: random BERT)")
@@ -118,8 +125,11 @@ def main() -> None:
     parser.add_argument("--sensory-max-tokens", type=int, default=512)
     parser.add_argument("--short-term-max-tokens", type=int, default=512)
     parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument(
+        "--no-llm", action="store_true", help="skip counting LLM calls/tokens (engine double)"
+    )
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
     import torch
@@ -156,7 +166,8 @@ def main() -> None:
             emb = embedder.encode(texts, batch_size=64, normalize_embeddings=True)
             for scope in ("stream", "per_session"):
                 row[f"compression_{mode}_{scope}"] = run_buffers(
-                    buffered(conv, texts), emb, attn, buffer_config, seg_config, scope
+                    buffered(conv, texts), emb, attn, buffer_config, seg_config, scope,
+                    llm=not args.no_llm,
                 )
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -179,6 +190,11 @@ def main() -> None:
             "flushes_per_conversation": round(np.mean([r[key]["flushes"] for r in rows]), 1),
             "total_flushes": sum(r[key]["flushes"] for r in rows),
         }
+        if all("llm" in r[key] for r in rows):
+            summary[key]["llm"] = {
+                f: sum(r[key]["llm"][f] for r in rows)
+                for f in ("calls", "prompt_tokens", "completion_tokens")
+            }
     result = {
         "benchmark": "token_economy",
         "data": args.data,

@@ -22,6 +22,9 @@ from serve_app.api_models import (
     AddMemoriesResponse,
     Deleted,
     ErrorResponse,
+    JobRequest,
+    JobStatus,
+    LinkedMemory,
     Memory,
     MemoryList,
     MemoryPatch,
@@ -32,6 +35,8 @@ from serve_app.api_models import (
     SessionStatus,
     TokenCounts,
 )
+from serve_app.jobs import store as job_store
+from serve_app.jobs import submit as job_submit
 from serve_app.profiles import GroupResources
 from serve_app.settings import Settings
 from serve_app.storage.postgres import NewMessage, Repository, create_pool
@@ -168,6 +173,13 @@ def _memory_id(value: str) -> str:
         raise ApiError(422, "invalid_memory_id", f"memory id {value!r} is not a UUID") from None
 
 
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiError(422, "invalid_job_id", f"job id {value!r} is not a UUID") from None
+
+
 @serve.ingress(app)
 class IngressDeployment:
     def __init__(self, settings_env: dict, router, worker, embedder) -> None:
@@ -279,14 +291,35 @@ class IngressDeployment:
     @app.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
     async def search(self, req: SearchRequest) -> SearchResponse:
         filters = req.filters.model_dump() if req.filters else {}
-        res = await self.router.search.remote(
-            req.user_id, req.query, req.limit, filters, req.strategy
-        )
+        if req.expand_links:
+            call = self.router.search.remote(
+                req.user_id, req.query, req.limit, filters, req.strategy, expand_links=True
+            )
+        else:
+            call = self.router.search.remote(
+                req.user_id, req.query, req.limit, filters, req.strategy
+            )
+        res = await call
         if res is None:
             raise ApiError(404, "unknown_user", f"user {req.user_id!r} has no memories")
         return SearchResponse(
             results=[
-                ScoredMemory(**Memory.from_row(r).model_dump(), score=r["score"])
+                ScoredMemory(
+                    **Memory.from_row(r).model_dump(),
+                    score=r["score"],
+                    linked=(
+                        [
+                            LinkedMemory(
+                                **Memory.from_row(x).model_dump(),
+                                reason=x["reason"],
+                                link_score=x["link_score"],
+                            )
+                            for x in r.get("linked", [])
+                        ]
+                        if req.expand_links
+                        else None
+                    ),
+                )
                 for r in res["results"]
             ],
             took_ms=res["took_ms"],
@@ -382,6 +415,82 @@ class IngressDeployment:
             created_at=s["created_at"],
             updated_at=s["updated_at"],
         )
+
+    # --- offline jobs (serve_app/jobs) ------------------------------------------------------
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobStatus, responses=ERRORS)
+    async def start_job(self, req: JobRequest) -> JSONResponse:
+        repo = await self._repo()
+        if req.user_id is not None:
+            await self._require_user(repo, req.user_id)
+        if req.kind == "rollback":
+            job_id = await job_store.create_job_async(repo.pool, "rollback", None, {})
+            try:
+                result = await self.router.rollback_generation.remote()
+            except ValueError as e:
+                await job_store.fail_job_async(repo.pool, job_id, str(e))
+                raise ApiError(409, "nothing_to_roll_back", str(e)) from None
+            await repo.pool.execute(
+                "UPDATE jobs SET status='succeeded', result=$2, done=1, total=1,"
+                " started_at=now(), finished_at=now(), updated_at=now() WHERE id=$1::uuid",
+                job_id,
+                result,
+            )
+            return JSONResponse(status_code=200, content=await self._job_body(repo, job_id))
+        if req.job_id is not None:
+            row = await job_store.get_job_async(repo.pool, _job_id(req.job_id))
+            if row is None:
+                raise ApiError(404, "unknown_job", f"job {req.job_id} not found")
+            if row["kind"] != req.kind:
+                raise ApiError(422, "wrong_kind", f"job {req.job_id} is a {row['kind']} job")
+            if row["status"] == "succeeded":
+                raise ApiError(409, "job_finished", f"job {req.job_id} already succeeded")
+            if row["status"] == "running":
+                raise ApiError(409, "job_running", f"job {req.job_id} is running")
+            job_id, user_id, params = row["id"], row["user_id"], row["params"]
+            attempt = row["attempts"] + 1
+            await repo.pool.execute(
+                "UPDATE jobs SET status='pending', error=NULL, finished_at=NULL,"
+                " updated_at=now() WHERE id=$1::uuid",
+                job_id,
+            )
+        else:
+            job_id = await job_store.create_job_async(
+                repo.pool, req.kind, req.user_id, req.job_params()
+            )
+            user_id, params, attempt = req.user_id, req.job_params(), 0
+        try:
+            sid = await asyncio.to_thread(
+                job_submit.submit, req.kind, job_id, user_id, params, attempt
+            )
+        except Exception as e:
+            await job_store.fail_job_async(repo.pool, job_id, f"submission failed: {e}")
+            raise
+        await job_store.set_submission_async(repo.pool, job_id, sid)
+        return JSONResponse(status_code=202, content=await self._job_body(repo, job_id))
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=ERRORS)
+    async def get_job(self, job_id: str) -> JSONResponse:
+        repo = await self._repo()
+        return JSONResponse(content=await self._job_body(repo, _job_id(job_id)))
+
+    async def _job_body(self, repo: Repository, job_id: str) -> dict:
+        row = await job_store.get_job_async(repo.pool, job_id)
+        if row is None:
+            raise ApiError(404, "unknown_job", f"job {job_id} not found")
+        if row["status"] in ("pending", "running") and row["submission_id"]:
+            # A driver that was stopped or crashed cannot say so itself: ask Ray.
+            ray_status = await asyncio.to_thread(job_submit.ray_status, row["submission_id"])
+            if ray_status in job_submit.DEAD:
+                row["status"] = job_submit.DEAD[ray_status]
+                await repo.pool.execute(
+                    "UPDATE jobs SET status=$2, updated_at=now() WHERE id=$1::uuid"
+                    " AND status IN ('pending', 'running')",
+                    job_id,
+                    row["status"],
+                )
+        return JobStatus(**row).model_dump(mode="json")
+
 
 
 def build_ingress(group: GroupResources, settings_env: dict, router, worker, embedder):

@@ -113,6 +113,9 @@ class SearchRequest(_Strict):
     limit: int = Field(default=10, ge=1, le=100)
     filters: SearchFilters | None = None
     strategy: Literal["hybrid", "embedding", "bm25"] = "hybrid"
+    expand_links: bool = Field(
+        default=False, description="also return the memories linked to each hit (link job)"
+    )
 
     @field_validator("query")
     @classmethod
@@ -152,8 +155,16 @@ class Memory(BaseModel):
         )
 
 
+class LinkedMemory(Memory):
+    reason: str
+    link_score: float
+
+
 class ScoredMemory(Memory):
     score: float
+    linked: list[LinkedMemory] | None = Field(
+        default=None, description="with expand_links: memories linked to this one"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -220,3 +231,65 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+JobKind = Literal["consolidate", "link", "reembed", "rollback"]
+
+
+class JobRequest(_Strict):
+    """POST /v1/jobs. `rollback` switches searches back to the previous index generation."""
+
+    kind: JobKind
+    user_id: Id | None = Field(default=None, description="one user; omitted: everyone")
+    job_id: str | None = Field(default=None, description="resume this job instead")
+    decider: Annotated[str, StringConstraints(pattern=r"^(dedup|llm)$")] | None = None
+    linker: Annotated[str, StringConstraints(pattern=r"^(similarity|llm)$")] | None = None
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    min_score: float | None = Field(default=None, ge=-1, le=1)
+    min_ratio: float | None = Field(default=None, gt=0, le=1)
+    model: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> JobRequest:
+        if self.kind in ("reembed", "rollback") and self.user_id is not None:
+            raise ValueError(f"a {self.kind} job covers every user: user_id is not allowed")
+        if self.kind == "reembed" and self.model is None and self.job_id is None:
+            raise ValueError("a reembed job needs model")
+        allowed = {
+            "consolidate": {"decider", "top_k", "min_score", "min_ratio"},
+            "link": {"linker", "top_k", "min_score"},
+            "reembed": {"model"},
+            "rollback": set(),
+        }[self.kind]
+        given = {
+            k for k in ("decider", "linker", "top_k", "min_score", "min_ratio", "model")
+            if getattr(self, k) is not None
+        }
+        if given - allowed:
+            raise ValueError(f"{sorted(given - allowed)} do not apply to a {self.kind} job")
+        return self
+
+    def job_params(self) -> dict:
+        keys = ("decider", "linker", "top_k", "min_score", "min_ratio", "model")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: str
+    user_id: str | None
+    status: str
+    stage: str | None
+    total: int
+    done: int
+    rate_per_s: float | None
+    eta_s: float | None
+    params: Metadata
+    result: Metadata
+    error: str | None
+    submission_id: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None

@@ -69,14 +69,15 @@ class PipelineMetrics:
             counter = metrics.Counter(
                 f"memserve_pipeline_{name}", description=description, tag_keys=self.TAG_KEYS
             )
-            counter.set_default_tags(tags)
+            # A copy each: Serve adds its own tags to the dict it is given.
+            counter.set_default_tags(dict(tags))
             self.counters[name] = counter
         self.ratio = metrics.Gauge(
             "memserve_pipeline_compression_ratio",
             description="Tokens after compression per raw token, since this replica started.",
             tag_keys=self.TAG_KEYS,
         )
-        self.ratio.set_default_tags(tags)
+        self.ratio.set_default_tags(dict(tags))
         self.totals = PipelineTotals()
 
     def record(self, batch: PipelineTotals) -> None:

@@ -1,61 +1,50 @@
 """LLM step of memory construction: backends, extraction, session summaries, resilience.
 
-Pure (no `ray`): the Ray Serve LLM backend lives in `deployments/llm.py`.
+Pure (no `ray`): the Ray Serve LLM backend lives in `deployments/llm.py`. The names below are
+loaded on first use, so importing a light submodule (`base`, `jsonreply`) does not pull in the
+openai client.
 """
 
-from serve_app.llm.accounting import LLMUsage, UsageCounters
-from serve_app.llm.base import (
-    LLMBackend,
-    LLMBackendDown,
-    LLMError,
-    LLMReply,
-    LLMRequestRejected,
-    LLMTransientError,
-    ParseError,
-)
-from serve_app.llm.config import BackendSpec, LLMSettings, build_resilient_llm
-from serve_app.llm.extraction import (
-    ExtractedFact,
-    Extraction,
-    ExtractionLimits,
-    ParseReport,
-    SourceMessage,
-    extract_memories,
-)
-from serve_app.llm.resilience import (
-    LLMOutputInvalid,
-    LLMResult,
-    LLMUnavailable,
-    ResilientLLM,
-    RetryPolicy,
-)
-from serve_app.llm.summaries import SessionNote, SessionSummary, summarize_session
+from __future__ import annotations
 
-__all__ = [
-    "BackendSpec",
-    "ExtractedFact",
-    "Extraction",
-    "ExtractionLimits",
-    "LLMBackend",
-    "LLMBackendDown",
-    "LLMError",
-    "LLMOutputInvalid",
-    "LLMReply",
-    "LLMRequestRejected",
-    "LLMResult",
-    "LLMSettings",
-    "LLMTransientError",
-    "LLMUnavailable",
-    "LLMUsage",
-    "ParseError",
-    "ParseReport",
-    "ResilientLLM",
-    "RetryPolicy",
-    "SessionNote",
-    "SessionSummary",
-    "SourceMessage",
-    "UsageCounters",
-    "build_resilient_llm",
-    "extract_memories",
-    "summarize_session",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "LLMUsage": "accounting",
+    "UsageCounters": "accounting",
+    "LLMBackend": "base",
+    "LLMBackendDown": "base",
+    "LLMError": "base",
+    "LLMReply": "base",
+    "LLMRequestRejected": "base",
+    "LLMTransientError": "base",
+    "ParseError": "base",
+    "BackendSpec": "config",
+    "LLMSettings": "config",
+    "build_resilient_llm": "config",
+    "with_profile_backend": "config",
+    "ExtractedFact": "extraction",
+    "Extraction": "extraction",
+    "ExtractionLimits": "extraction",
+    "ParseReport": "extraction",
+    "SourceMessage": "extraction",
+    "extract_memories": "extraction",
+    "LLMOutputInvalid": "resilience",
+    "LLMResult": "resilience",
+    "LLMUnavailable": "resilience",
+    "ResilientLLM": "resilience",
+    "RetryPolicy": "resilience",
+    "SessionNote": "summaries",
+    "SessionSummary": "summaries",
+    "summarize_session": "summaries",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serve_app.llm' has no attribute {name!r}")
+    return getattr(import_module(f"serve_app.llm.{module}"), name)

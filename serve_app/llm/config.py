@@ -19,6 +19,7 @@ from serve_app.llm.base import LLMBackend
 from serve_app.llm.extraction import ExtractionLimits
 from serve_app.llm.openai_backend import OpenAIBackend
 from serve_app.llm.resilience import ResilientLLM, RetryPolicy
+from serve_app.profiles import LLMGroup
 
 
 class BackendSpec(BaseModel):
@@ -78,6 +79,18 @@ class LLMSettings(BaseModel):
         return RetryPolicy(
             backoff_s=self.backoff_s, timeout_s=self.timeout_s, repair_attempts=self.repair_attempts
         )
+
+
+def with_profile_backend(settings: LLMSettings, group: LLMGroup) -> LLMSettings:
+    """The backends to use given the profile's LLM group: a profile hosting vLLM puts the
+    in-cluster engine first (configured endpoints stay as fallbacks); `openai` requires
+    configured endpoints; `none` uses whatever endpoints are configured (none: extractive)."""
+    if group.backend == "vllm" and not any(b.kind == "vllm" for b in settings.backends):
+        spec = BackendSpec(kind="vllm", model=group.model or "", name="vllm")
+        return settings.model_copy(update={"backends": [spec, *settings.backends]})
+    if group.backend == "openai" and not any(b.kind == "openai" for b in settings.backends):
+        raise ValueError("LLM backend 'openai' needs an endpoint in MEMSERVE_LLM__BACKENDS")
+    return settings
 
 
 def make_backend(spec: BackendSpec, *, vllm_backend: LLMBackend | None = None) -> LLMBackend:

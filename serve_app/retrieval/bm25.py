@@ -20,8 +20,8 @@ def bm25_text(memory_text: str, index_text: str) -> str:
     """The document BM25 indexes for an entry: its memory text, then its index text.
 
     When the index text adds context (the previous turn), the entry's own words count twice and
-    the context once, a BM25F-style field weight: on LoCoMo dev this kept recall@10 and raised
-    recall@1 from 0.32 to 0.36, without embedding a longer text.
+    the context once, a BM25F-style field weight: on LoCoMo dev hybrid recall@1 went from 0.320
+    to 0.348 and recall@10 from 0.726 to 0.744, without embedding a longer text.
     """
     if index_text == memory_text:
         return memory_text
@@ -115,6 +115,14 @@ class BM25Index:
             self._scorer = _RankBM25Scorer(corpus, self.k1, self.b)
         else:
             self._scorer = _BM25sScorer(corpus, self.k1, self.b)
+
+    def with_docs(self, docs: Sequence[tuple[str, str]]) -> BM25Index:
+        """A new index over `docs` that reuses this one's token cache; this one stays intact,
+        so searches can go on against it while the new one is built (then swapped in)."""
+        fresh = BM25Index(self.backend, tokenizer=self.tokenizer, k1=self.k1, b=self.b)
+        fresh._tokens = self._tokens
+        fresh.rebuild(docs)
+        return fresh
 
     def search(
         self, query: str, limit: int, allowed_ids: set[str] | None = None

@@ -93,8 +93,8 @@ def fuse(
 
 
 # Chosen on LoCoMo dev (benchmarks/locomo_offline.py): min-max score fusion, BM25 weighted above
-# MiniLM, over CANDIDATE_DEPTH candidates from each retriever. RRF k=60 lost 2-3 points of
-# recall@10 to it; weights from 0.5 to 1.0 for the dense side were within noise of each other.
+# MiniLM, over CANDIDATE_DEPTH candidates from each retriever: recall@10 0.744 vs 0.695 for
+# RRF k=60 and 0.741 for weighted RRF k=5; dense weights 0.5-1.0 were within noise (0.744-0.748).
 CANDIDATE_DEPTH = 50
 HYBRID_METHOD = "score"
 HYBRID_NORMALISE = "minmax"

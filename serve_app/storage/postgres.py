@@ -307,7 +307,7 @@ class Repository:
 
     async def index_docs(self, user_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            "SELECT id::text AS id, index_text, session_id, ts, speaker"
+            "SELECT id::text AS id, text, index_text, session_id, ts, speaker"
             " FROM memory_entries WHERE user_id=$1",
             user_id,
         )

@@ -202,5 +202,25 @@ class QdrantVectorStore:
         res = await self.client.count(name, count_filter=self._filter(user_id, None), exact=True)
         return res.count
 
+    def with_base(self, base: str, dim: int) -> QdrantVectorStore:
+        """Another set of collections (e.g. an index generation) on the same client."""
+        return QdrantVectorStore(self.client, base, dim, self.layout)
+
+    async def retrieve_vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        name = self._collection(user_id)
+        if not ids or not await self.client.collection_exists(name):
+            return {}
+        points = await self.client.retrieve(name, ids=list(ids), with_vectors=True)
+        return {str(p.id): list(p.vector) for p in points}  # type: ignore[arg-type]
+
+    async def drop_all(self) -> int:
+        """Delete every collection of this base (all users); returns how many."""
+        names = [c.name for c in (await self.client.get_collections()).collections]
+        mine = [n for n in names if n == self.base or n.startswith(f"{self.base}__u")]
+        for n in mine:
+            await self.client.delete_collection(n)
+            self._known.discard(n)
+        return len(mine)
+
     async def close(self) -> None:
         await self.client.close()

@@ -1,6 +1,6 @@
 import pytest
 
-from serve_app.retrieval.bm25 import BACKENDS, BM25Index
+from serve_app.retrieval.bm25 import BACKENDS, BM25Index, bm25_text
 
 CORPUS = [
     ("d1", "Caroline went to an LGBTQ support group yesterday"),
@@ -95,3 +95,19 @@ def test_duplicate_ids_and_unknown_backend_are_refused():
         BM25Index("lucene")
     with pytest.raises(ValueError):
         BM25Index().rebuild([("a", "x"), ("a", "y")])
+
+
+def test_bm25_text_counts_the_memory_text_twice_when_context_is_added():
+    assert bm25_text("A: hi", "A: hi") == "A: hi"
+    assert bm25_text("A: hi", "A: hi\n(after B: yo)") == "A: hi\nA: hi\n(after B: yo)"
+
+
+def test_with_docs_builds_a_new_index_and_leaves_the_old_one_searchable(index: BM25Index):
+    calls: list[str] = []
+    base = index.tokenizer
+    index.tokenizer = lambda text: calls.append(text) or base(text)
+    fresh = index.with_docs([*CORPUS[:3], ("d9", "violin lessons")])
+    assert calls == ["violin lessons"]
+    assert fresh.backend == index.backend
+    assert [d for d, _ in fresh.search("violin", 5)] == ["d9"]
+    assert len(index) == len(CORPUS) and index.search("violin", 5) == []

@@ -1,6 +1,6 @@
 import pytest
 
-from serve_app.retrieval.fusion import fuse, rrf, score_fusion
+from serve_app.retrieval.fusion import fuse, hybrid, rrf, score_fusion
 
 BM25 = [("a", 9.0), ("b", 5.0), ("c", 1.0)]
 DENSE = [("c", 0.9), ("d", 0.8), ("a", 0.1)]
@@ -57,3 +57,9 @@ def test_fuse_dispatch_and_errors():
         rrf([BM25, DENSE], weights=[1.0])
     with pytest.raises(ValueError):
         score_fusion([BM25], normalise="softmax")
+
+
+def test_hybrid_uses_the_measured_settings():
+    fused = hybrid(BM25, DENSE)
+    assert fused == score_fusion([BM25, DENSE], weights=[1.0, 0.7], normalise="minmax")
+    assert fused[0][0] == "a"  # BM25 outweighs MiniLM on a tie of normalised scores

@@ -1,0 +1,37 @@
+"""Index generations from the command line: status, activate, rollback (one call).
+
+    python -m serve_app.jobs.generations status|rollback|activate N [--app memserve]
+
+Runs as a Ray driver on the service's cluster (e.g. through `ray job submit`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import ray
+
+from serve_app.jobs.runtime import router
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m serve_app.jobs.generations")
+    p.add_argument("action", choices=("status", "rollback", "activate"))
+    p.add_argument("generation", nargs="?", type=int)
+    p.add_argument("--app", default="memserve")
+    args = p.parse_args(argv)
+    ray.init(address="auto", log_to_driver=False)
+    handle = router(args.app)
+    if args.action == "status":
+        out = handle.generation_status.remote().result()
+    elif args.action == "rollback":
+        out = handle.rollback_generation.remote().result()
+    else:
+        if args.generation is None:
+            p.error("activate needs a generation number")
+        out = handle.activate_generation.remote(args.generation).result()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

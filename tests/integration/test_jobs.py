@@ -1,0 +1,331 @@
+"""Offline jobs on the real cluster: consolidation with the scripted engine double, duplicate
+merging without an LLM, a killed-and-resumed job, linking, and an embedding rebuild that
+switches (and rolls back) while searches run."""
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+
+import psycopg
+import pytest
+
+from serve_app.jobs import submit
+from tests.fixtures.random_models import build_random_sentence_transformer
+
+pytestmark = pytest.mark.integration
+
+
+def _msg(mid, text, day, name="Alice"):
+    return {
+        "role": "user",
+        "content": text,
+        "message_id": mid,
+        "name": name,
+        "timestamp": f"2023-05-{day:02d}T10:00:00Z",
+    }
+
+
+def _ingest(c, user, sessions: dict[str, list[dict]]) -> None:
+    """Add the sessions and wait until every message is a memory (buffers flushed)."""
+    from ray import serve
+
+    worker = serve.get_deployment_handle("IngestWorker", app_name="memserve")
+    for session, messages in sessions.items():
+        r = c.post(
+            "/v1/memories",
+            json={"user_id": user, "session_id": session, "messages": messages, "flush": True},
+        )
+        assert r.status_code == 202, r.text
+        worker.flush.remote(user, session).result()
+    for session, messages in sessions.items():
+        deadline = time.monotonic() + 60
+        while True:
+            counts = c.get(f"/v1/sessions/{session}", params={"user_id": user}).json()["messages"]
+            if counts["processed"] == len(messages):
+                break
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.2)
+
+
+def _memories(c, user) -> list[dict]:
+    r = c.get("/v1/memories", params={"user_id": user, "limit": 500})
+    assert r.status_code == 200, r.text
+    return r.json()["memories"]
+
+
+def _wait_job(c, job_id, timeout_s=150) -> dict:
+    deadline = time.monotonic() + timeout_s
+    body: dict = {}
+    while time.monotonic() < deadline:
+        r = c.get(f"/v1/jobs/{job_id}")
+        body = r.json() if r.status_code == 200 else {}  # 404 until a CLI-started driver runs
+        if body.get("status") in ("succeeded", "failed", "stopped"):
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+def _submit_cli(job_id, kind, *args) -> str:
+    """What `ray job submit -- python -m serve_app.jobs.<kind> ...` does."""
+    client = submit.client()
+    return client.submit_job(
+        entrypoint=submit.entrypoint(kind, job_id, None, {}) + " " + " ".join(args),
+        runtime_env={"env_vars": {"PYTHONPATH": str(submit.ROOT)}},
+        entrypoint_num_cpus=0,
+    )
+
+
+def _pg():
+    return psycopg.connect(os.environ["MEMSERVE_PG_DSN"], autocommit=True)
+
+
+def _router():
+    from ray import serve
+
+    return serve.get_deployment_handle("RetrievalRouter", app_name="memserve")
+
+
+def test_consolidation_with_scripted_engine_double(running, tmp_path):
+    user = f"cons-{uuid.uuid4().hex[:6]}"
+    rules = {
+        "consolidate": [
+            {
+                "new": "three years old",
+                "older": "golden retriever named Max.",
+                "action": "update",
+                "reason": "same dog, new detail",
+                "merged_text": "Alice adopted Max, a golden retriever who is three years old.",
+            },
+            {"new": "teacher", "older": "nurse", "action": "delete", "reason": "job changed"},
+        ]
+    }
+    rules_path = tmp_path / "rules.json"
+    rules_path.write_text(json.dumps(rules))
+    with running.client() as c:
+        _ingest(
+            c,
+            user,
+            {
+                "s1": [
+                    _msg("m1", "I adopted a golden retriever named Max.", 1),
+                    _msg("m2", "I work as a nurse at the city hospital.", 1),
+                ],
+                "s2": [
+                    _msg("m3", "My favourite food is sushi.", 5),
+                    _msg("m4", "My golden retriever Max is three years old now.", 5),
+                ],
+                "s3": [_msg("m5", "I quit the hospital, now I work as a teacher.", 9)],
+            },
+        )
+        job_id = str(uuid.uuid4())
+        _submit_cli(
+            job_id, "consolidate", "--user-id", user, "--min-score", "0.2",
+            "--decider", f"scripted:{rules_path}",
+        )  # fmt: skip
+        time.sleep(1)
+        job = _wait_job(c, job_id)
+        assert job["status"] == "succeeded", job
+        assert job["done"] == job["total"] > 0
+        assert job["result"]["merged"] == 1 and job["result"]["deleted"] == 1, job["result"]
+        assert job["result"]["memories_before"] == 5 and job["result"]["memories_after"] == 3
+
+        by_source = {tuple(m["source_message_ids"]): m for m in _memories(c, user)}
+        assert set(by_source) == {("m1", "m4"), ("m3",), ("m5",)}, by_source
+        merged = by_source[("m1", "m4")]
+        assert merged["memory"] == rules["consolidate"][0]["merged_text"]
+
+        # Re-embedded and re-indexed: the new text is its own nearest vector.
+        r = c.post(
+            "/v1/search",
+            json={"user_id": user, "query": merged["memory"], "strategy": "embedding"},
+        )
+        top = r.json()["results"][0]
+        assert top["id"] == merged["id"] and top["score"] > 0.99, r.json()
+        assert _router().count_vectors.remote(user).result() == 3
+
+    with _pg() as conn:
+        tombs = conn.execute(
+            "SELECT entry->>'text', action, reason, superseded_by::text FROM memory_tombstones"
+            " WHERE user_id=%s ORDER BY action",
+            (user,),
+        ).fetchall()
+    assert [(t[1], t[2]) for t in tombs] == [
+        ("contradicted", "job changed"),
+        ("merged", "same dog, new detail"),
+    ]
+    assert "nurse" in tombs[0][0] and tombs[0][3] == by_source[("m5",)]["id"]
+    assert "named Max." in tombs[1][0] and tombs[1][3] == merged["id"]
+
+
+def _duplicates_history() -> dict[str, list[dict]]:
+    facts = [
+        f"I {verb} {thing} every {day}."
+        for verb in ("clean", "paint", "visit", "repair")
+        for thing in ("the garage", "my bike", "grandma", "the fence", "the boat")
+        for day in ("Monday", "Friday")
+    ]
+    sessions: dict[str, list[dict]] = {}
+    n = 0
+    for s in range(3):  # every fact three times, in three sessions, the last time shouted
+        msgs = []
+        for f in facts:
+            text = f.upper() if s == 2 else f
+            msgs.append(_msg(f"d{n}", text, 1 + 7 * s))
+            n += 1
+        sessions[f"s{s}"] = msgs
+    return sessions
+
+
+def _outcome(c, user) -> Counter:
+    return Counter((m["memory"], tuple(m["source_message_ids"])) for m in _memories(c, user))
+
+
+def test_dedup_without_llm_and_killed_job_resumes_to_same_result(running):
+    tag = uuid.uuid4().hex[:6]
+    straight, killed = f"dd-a-{tag}", f"dd-b-{tag}"
+    history = _duplicates_history()
+    with running.client() as c:
+        _ingest(c, straight, history)
+        _ingest(c, killed, history)
+
+        # Uninterrupted, started over HTTP.
+        r = c.post(
+            "/v1/jobs",
+            json={"kind": "consolidate", "user_id": straight, "decider": "dedup",
+                  "min_score": 0.5},
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+        job = _wait_job(c, r.json()["id"])
+        assert job["status"] == "succeeded", job
+        assert job["result"]["memories_before"] == 120
+        # 40 facts, each said 3 times: exact (and case-only) duplicates merge into one entry.
+        assert job["result"]["memories_after"] == 40, job["result"]
+        expected = _outcome(c, straight)
+        assert all(len(src) == 3 for _, src in expected), expected
+
+        # The same history, the job stopped part-way through, then started again.
+        job_id = str(uuid.uuid4())
+        sid = _submit_cli(
+            job_id, "consolidate", "--user-id", killed, "--min-score", "0.5",
+            "--batch-size", "4", "--concurrency", "1",
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
+            if body.get("done", 0) > 0 and body.get("status") == "running":
+                break
+            time.sleep(0.1)
+        submit.client().stop_job(sid)
+        body = _wait_job(c, job_id)
+        assert body["status"] == "stopped", body
+        assert body["done"] < body["total"] or body["stage"] != "apply", body
+
+        r = c.post("/v1/jobs", json={"kind": "consolidate", "job_id": job_id})
+        assert r.status_code == 202, r.text
+        body = _wait_job(c, job_id)
+        assert body["status"] == "succeeded", body
+        assert body["attempts"] == 2
+        assert _outcome(c, killed) == expected
+    with _pg() as conn:
+        n = conn.execute(
+            "SELECT count(*) FROM memory_tombstones WHERE user_id=%s", (killed,)
+        ).fetchone()[0]
+    assert n == 80
+
+
+def _job_exists(c, job_id) -> bool:
+    return c.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_link_job_and_expand_links(running):
+    user = f"link-{uuid.uuid4().hex[:6]}"
+    with running.client() as c:
+        _ingest(
+            c,
+            user,
+            {
+                "s1": [_msg("k1", "I am training for the Berlin marathon in September.", 1)],
+                "s2": [_msg("k2", "My marathon training plan has long runs on Sundays.", 8)],
+                "s3": [_msg("k3", "I bought a blue teapot at the flea market.", 15)],
+            },
+        )
+        r = c.post("/v1/jobs", json={"kind": "link", "user_id": user, "min_score": 0.5})
+        assert r.status_code == 202, r.text
+        job = _wait_job(c, r.json()["id"])
+        assert job["status"] == "succeeded" and job["result"]["links"] >= 1, job
+
+        r = c.post(
+            "/v1/search",
+            json={"user_id": user, "query": "Berlin marathon", "limit": 1, "expand_links": True},
+        )
+        top = r.json()["results"][0]
+        assert "Berlin" in top["memory"]
+        linked = top["linked"]
+        assert [x["source_message_ids"] for x in linked] == [["k2"]], linked
+        assert "marathon" in linked[0]["reason"]
+        plain = c.post("/v1/search", json={"user_id": user, "query": "Berlin marathon"}).json()
+        assert plain["results"][0]["linked"] is None
+
+
+def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, tmp_path):
+    model = build_random_sentence_transformer(tmp_path, dim=128)
+    user = f"rb-{uuid.uuid4().hex[:6]}"
+    errors: list[str] = []
+    served = Counter()
+    stop = threading.Event()
+    with running.client() as c:
+        _ingest(c, user, {"s1": [_msg(f"r{i}", f"Fact number {i} about trains.", 2)
+                                 for i in range(20)]})  # fmt: skip
+
+        def search_loop():
+            with running.client() as sc:
+                while not stop.is_set():
+                    for strategy in ("embedding", "hybrid"):
+                        r = sc.post(
+                            "/v1/search",
+                            json={"user_id": user, "query": "trains", "strategy": strategy},
+                        )
+                        if r.status_code != 200 or not r.json()["results"]:
+                            errors.append(f"{r.status_code} {r.text[:300]}")
+                        served[strategy] += 1
+
+        t = threading.Thread(target=search_loop, daemon=True)
+        t.start()
+        try:
+            r = c.post("/v1/jobs", json={"kind": "reembed", "model": str(model)})
+            assert r.status_code == 202, r.text
+            job = _wait_job(c, r.json()["id"], timeout_s=200)
+            assert job["status"] == "succeeded", job
+            active = [g for g in job["result"]["generations"] if g["status"] == "active"]
+            assert active[0]["model"] == str(model) and active[0]["dim"] == 128
+            before = sum(served.values())
+            time.sleep(1.0)
+            assert sum(served.values()) > before
+            ready = c.get("/readyz").json()["checks"]["retrieval_router"]
+            assert ready["index_model"] == str(model)
+            # A memory added after the switch is found through the new generation too.
+            _ingest(c, user, {"s2": [_msg("late", "A late note about zeppelins.", 3)]})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                hits = c.post(
+                    "/v1/search",
+                    json={"user_id": user, "query": "A late note about zeppelins.",
+                          "strategy": "embedding", "limit": 1},
+                ).json()["results"]  # fmt: skip
+                if hits and hits[0]["source_message_ids"] == ["late"]:
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError(f"late memory not in the new generation: {hits}")
+        finally:
+            r = c.post("/v1/jobs", json={"kind": "rollback"})
+            stop.set()
+            t.join(30)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["active"] == 0
+        assert c.get("/readyz").json()["checks"]["retrieval_router"]["index_generation"] == 0
+    assert not errors, errors[:5]
+    assert served["embedding"] > 5 and served["hybrid"] > 5
