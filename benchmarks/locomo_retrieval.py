@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--limit", type=int, default=30, help="search results per question")
     p.add_argument("--conversations", type=int, default=0, help="only the first N (0: all)")
     p.add_argument("--user-prefix", default="", help="prefix for user ids (default: none)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="write per-category PNGs to DIR, next to the baselines of "
+        "benchmarks/results/locomo_offline.json when it exists",
+    )
     args = p.parse_args(argv)
 
     convs = load_conversations(args.data)
@@ -138,6 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        from benchmarks.common import RESULTS_DIR
+        from benchmarks.plots import plot_locomo
+
+        offline = RESULTS_DIR / "locomo_offline.json"
+        baselines = json.loads(offline.read_text()) if offline.exists() else None
+        for path in plot_locomo(report, baselines, args.plot):
+            print(f"wrote {path}")
     return report
 
 

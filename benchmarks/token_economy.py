@@ -166,7 +166,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             emb = embedder.encode(texts, batch_size=64, normalize_embeddings=True)
             for scope in ("stream", "per_session"):
                 row[f"compression_{mode}_{scope}"] = run_buffers(
-                    buffered(conv, texts), emb, attn, buffer_config, seg_config, scope,
+                    buffered(conv, texts),
+                    emb,
+                    attn,
+                    buffer_config,
+                    seg_config,
+                    scope,
                     llm=not args.no_llm,
                 )
         rows.append(row)

@@ -321,7 +321,7 @@ class RetrievalRouterDeployment:
         )
         if row is None:
             local = await self._local_model(model) if model != self.embedding_model else None
-            dim = local.dim if local is not None else self._active().dim
+            dim = local.dim if local is not None else self.vectors.dim
             async with self.pool.acquire() as conn, conn.transaction():
                 # Any other unfinished build is abandoned: one rebuild at a time.
                 await conn.execute(
@@ -379,10 +379,11 @@ class RetrievalRouterDeployment:
                 " WHERE generation=$1",
                 generation,
             )
+        # A retired generation is no longer written to (nor erased from): drop its vectors.
         dropped = []
         for r in retired:
             g = self.generations.get(r["generation"])
-            if g is not None and g.store is not self.vectors:
+            if g is not None:
                 await g.store.drop_all()
                 dropped.append(r["generation"])
         await self._refresh_generations()

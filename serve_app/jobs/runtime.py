@@ -95,6 +95,7 @@ class JobRun:
         self.params = {**params, **(self.row["params"] or {})}
         self.state: dict = dict(self.row["state"] or {})
         self._last_report = 0.0
+        self.stages: dict[str, dict] = {}  # this run's per-stage rows, seconds and rate
 
     def __enter__(self) -> JobRun:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -138,8 +139,15 @@ class JobRun:
             p.total = max(p.total, p.done)
             self.report(stage, p)
         self.report(stage, p, force=True)
+        moved = p.done - done
+        self.stages[stage] = {
+            "rows": moved,
+            "seconds": round(p.elapsed_s, 3),
+            "rate_per_s": round(moved / p.elapsed_s, 2) if p.elapsed_s > 0 else None,
+        }
         return p
 
     def finish(self, result: dict) -> None:
+        result = {**result, "stages": self.stages}
         store.finish_job(self.conn, self.job_id, result)
         logger.info("job %s done: %s", self.job_id, result)
