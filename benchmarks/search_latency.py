@@ -4,12 +4,12 @@ Scenarios: one user holding 1k / 10k / 50k memories (filled incrementally), and 
 holding 1k each. For each scenario, strategy (embedding, bm25, hybrid) and number of concurrent
 clients (1, 8, 32): p50/p95/p99 latency and requests/s of POST /v1/search (limit 10), closed loop.
 
-The baseline runs after the service has stopped, in this process, on the same data: the query
-embedded with the same MiniLM (batch of one), top-50 vector search with qdrant-client local mode
-on a copy of the service's own Qdrant storage, BM25 (serve_app.retrieval.bm25.BM25Index, same
-backend) over the same index texts read from PostgreSQL, and the same fusion. What serving adds
-is the difference: HTTP, the ingress, Ray handle calls, embedder batching, and hydrating the
-results from PostgreSQL.
+The baseline runs after the HTTP runs, in this process (the service stopped, or idle when
+run_all shares it), on the same data: the query embedded with the same MiniLM (batch of one),
+top-50 vector search with qdrant-client local mode on a copy of the service's own Qdrant
+storage, BM25 (serve_app.retrieval.bm25.BM25Index, same backend, same documents) over the
+entries read from PostgreSQL, and the same fusion. What serving adds is the difference: HTTP,
+the ingress, Ray handle calls, embedder batching, and hydrating the results from PostgreSQL.
 
     python -m benchmarks.search_latency          # quick: 1k and 10k, 20 users x 250
     python -m benchmarks.search_latency --full   # 1k, 10k, 50k, 100 users x 1k
@@ -130,12 +130,17 @@ async def fill_many(url: str, users: list[str], n_each: int, parallel: int = 4) 
 
 
 async def read_docs(dsn: str, users: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    from serve_app.retrieval.bm25 import bm25_text
     from serve_app.storage.postgres import Repository, create_pool
 
     pool = await create_pool(dsn, 1, 2)
     try:
         repo = Repository(pool)
-        return {u: [(r["id"], r["index_text"]) for r in await repo.index_docs(u)] for u in users}
+        # The documents the router's BM25 indexes (same rows, same text function).
+        return {
+            u: [(r["id"], bm25_text(r["text"], r["index_text"])) for r in await repo.index_docs(u)]
+            for u in users
+        }
     finally:
         await pool.close()
 
@@ -335,6 +340,19 @@ def main(argv: Sequence[str] | None = None, service: RunningService | None = Non
     }
     scenarios: list[Scenario] = []
     snapshots: list[Path] = []
+
+    def measure(svc: RunningService, sc: Scenario, added: int, fill_s: float) -> None:
+        sc.docs = asyncio.run(read_docs(svc.pg_dsn, sc.users))
+        memories = sum(len(d) for d in sc.docs.values())
+        result["fill"].append(
+            {"scenario": sc.name, "messages_added": added, "seconds": round(fill_s, 1),
+             "memories_indexed": memories}
+        )  # fmt: skip
+        sc.http = http_runs(svc.url, sc, cfg, qs)
+        sc.qdrant_copy = snapshot_qdrant(svc.data_dir)
+        snapshots.append(sc.qdrant_copy.parent)
+        scenarios.append(sc)
+
     try:
         with use_service(service, args.pg_admin_dsn) as svc:
             result["service_start_s"] = svc.start_seconds
@@ -343,33 +361,16 @@ def main(argv: Sequence[str] | None = None, service: RunningService | None = Non
             for size in sorted(cfg["sizes"]):
                 t0 = time.perf_counter()
                 next_session = asyncio.run(fill(svc.url, one, next_session, size - have))
-                result["fill"].append(
-                    {"scenario": f"1 user x {size}", "added": size - have,
-                     "seconds": round(time.perf_counter() - t0, 1)}
-                )  # fmt: skip
-                have = size
                 sc = Scenario(f"1 user x {size}", [one], size)
-                sc.http = http_runs(svc.url, sc, cfg, qs)
-                sc.docs = asyncio.run(read_docs(svc.pg_dsn, sc.users))
-                sc.qdrant_copy = snapshot_qdrant(svc.data_dir)
-                snapshots.append(sc.qdrant_copy.parent)
-                scenarios.append(sc)
+                measure(svc, sc, size - have, time.perf_counter() - t0)
+                have = size
             n_users, per_user = cfg["users"]
             if n_users:
                 users = [f"search-{run}-u{k}" for k in range(n_users)]
                 t0 = time.perf_counter()
                 asyncio.run(fill_many(svc.url, users, per_user))
-                name = f"{n_users} users x {per_user}"
-                result["fill"].append(
-                    {"scenario": name, "added": n_users * per_user,
-                     "seconds": round(time.perf_counter() - t0, 1)}
-                )  # fmt: skip
-                sc = Scenario(name, users, per_user)
-                sc.http = http_runs(svc.url, sc, cfg, qs)
-                sc.docs = asyncio.run(read_docs(svc.pg_dsn, users))
-                sc.qdrant_copy = snapshot_qdrant(svc.data_dir)
-                snapshots.append(sc.qdrant_copy.parent)
-                scenarios.append(sc)
+                sc = Scenario(f"{n_users} users x {per_user}", users, per_user)
+                measure(svc, sc, n_users * per_user, time.perf_counter() - t0)
 
         embedder = load_minilm(args.torch_threads)
         base_rows = []

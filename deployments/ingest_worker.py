@@ -8,12 +8,17 @@ One batch is one PostgreSQL transaction:
 4. feed the buffers; the sensory buffer is cut into topics with the embedder (and the
    compressor's attention when on); full short-term buffers flush, and so does everything
    when a flush was requested;
-5. build extractive entries from every flushed buffer, from the ORIGINAL text (it keeps the
-   facts), embed them, write vectors, write entries;
+5. without an LLM: build extractive entries from every flushed buffer, from the ORIGINAL
+   text (it keeps the facts), embed them, write vectors, write entries; with an LLM: queue
+   each flushed buffer as an extraction task (serve_app/llm_construction.py runs them);
 6. mark messages buffered / done, save the buffer state, add the session's token counters,
-   clear the satisfied flush request - all before the commit.
+   clear the satisfied flush request (queueing the session summary it asked for) - all before
+   the commit.
 A crash anywhere rolls all of it back; entry ids are deterministic, so the retry overwrites the
 same vector points. Nothing is lost, nothing is processed twice.
+
+The LLM step runs in its own loop beside this one, so an LLM outage never stops intake: its
+tasks wait in PostgreSQL (messages stay 'buffered') until a backend answers again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serve_app.entries import build_entries
+from serve_app.fact_entries import topic_id
+from serve_app.llm.config import LLMSettings
+from serve_app.llm_construction import LLMConstruction, LLMStepTotals
 from serve_app.messages import StoredMessage
 from serve_app.metrics import PipelineTotals
 from serve_app.pipeline.buffers import BufferConfig, BufferedMessage, SessionBuffers, ShortTermFlush
@@ -42,6 +50,7 @@ from serve_app.storage.buffers_repo import (
     ClaimedSession,
     SessionCounters,
 )
+from serve_app.storage.llm_tasks_repo import LLMTasksRepo, TaskSegment
 from serve_app.storage.postgres import EntryRow, Repository, create_pool, entry_id
 from serve_app.storage.vectors import VectorPoint
 from serve_app.timeparse import weekday_name
@@ -58,9 +67,7 @@ Attend = Callable[[list[list[str]]], Awaitable[list[list[float]]]]
 _SEGMENT_CACHE_SIZE = 4096
 
 
-def topic_id(session_id: str, topic_index: int) -> str:
-    # Session ids never contain "/" (api_models), so this is unique per user.
-    return f"{session_id}/{topic_index}"
+__all__ = ["IngestProcessor", "IngestWorkerDeployment", "build_worker", "topic_id"]
 
 
 class _VectorCache:
@@ -115,8 +122,11 @@ class IngestProcessor:
         *,
         compress: Compress | None = None,
         attend: Attend | None = None,
+        llm_queue: bool = False,
     ) -> None:
         self.repo = repo
+        # True: flushed buffers become LLM extraction tasks instead of extractive entries.
+        self.llm_queue = llm_queue
         self.embed = embed
         self.index = index
         self.compress = compress
@@ -298,6 +308,15 @@ class IngestProcessor:
         return segment_boundaries(embeddings, attention[0], self.segmentation)
 
     async def _entries(self, conn, work: list[_SessionWork]) -> list[EntryRow]:
+        if self.llm_queue:
+            for w in work:
+                for flush in w.flushes:
+                    segments = [
+                        TaskSegment(s.topic_index, tuple(m.message_id for m in s.messages))
+                        for s in flush.segments
+                    ]
+                    await LLMTasksRepo.enqueue_extract(conn, *w.key, flush.flush_index, segments)
+            return []
         rows: list[EntryRow] = []
         for w in work:
             flushed = [m for f in w.flushes for m in f.messages]
@@ -346,7 +365,8 @@ class IngestProcessor:
         user_id, session_id = w.key
         if w.updates:
             await BuffersRepo.mark_buffered(conn, user_id, session_id, w.updates)
-        done = [m.message_id for f in w.flushes for m in f.messages]
+        # With the LLM, flushed messages stay 'buffered' until their extraction task commits.
+        done = [] if self.llm_queue else [m.message_id for f in w.flushes for m in f.messages]
         if done:
             await BuffersRepo.mark_done(conn, user_id, session_id, done)
         if w.stale:
@@ -379,7 +399,9 @@ class IngestProcessor:
         )
         await BuffersRepo.add_counters(conn, user_id, session_id, counters)
         if w.may_flush:
-            await BuffersRepo.clear_flush(conn, user_id, session_id, w.claim.flush_upto)
+            summarize = await BuffersRepo.clear_flush(conn, user_id, session_id, w.claim.flush_upto)
+            if summarize and self.llm_queue:
+                await LLMTasksRepo.enqueue_summary(conn, user_id, session_id)
         totals.sessions += 1
         totals.messages += len(w.updates)
         totals.raw_tokens += counters.raw_tokens
@@ -407,10 +429,14 @@ class IngestWorkerDeployment:
         compressor=None,
         compression: dict | None = None,
         profile: str = "local",
+        llm=None,
     ) -> None:
         from serve_app.metrics import PipelineMetrics
+        from serve_app.profiles import get_profile
 
         self.settings = Settings(**settings_env)
+        self.profile = get_profile(profile)
+        self.llm_handle = llm  # the in-cluster LLM deployment (profile backend vllm) or None
         self.embedder = embedder
         self.router = router
         self.compressor = compressor
@@ -422,6 +448,7 @@ class IngestWorkerDeployment:
             self.settings.pg_dsn, self.settings.pg_pool_min, self.settings.pg_pool_max
         )
         info = await embedder.info.remote()
+        self.embedding_model = info["model"]
         self.processor = IngestProcessor(
             Repository(self.pool),
             self._embed,
@@ -438,9 +465,57 @@ class IngestWorkerDeployment:
             self.compression.get("reason"),
         )
         self._wake = asyncio.Event()
+        self._llm_wake = asyncio.Event()
         self._stats = {"batches": 0, "messages": 0, "errors": 0, "last_error": None}
+        self._llm_stats = {"tasks": 0, "postponed": 0, "errors": 0, "last_error": None}
+        self._apply_llm(self._env_llm_settings())
         self._last_loop = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._llm_task = asyncio.get_running_loop().create_task(self._run_llm())
+
+    # --- LLM configuration ---------------------------------------------------------------------
+
+    def _env_llm_settings(self) -> LLMSettings:
+        from serve_app.llm.config import with_profile_backend
+
+        return with_profile_backend(self.settings.llm, self.profile.llm)
+
+    def _apply_llm(self, llm_settings: LLMSettings) -> None:
+        """Build the backends; flushes go to the LLM queue exactly when some are configured."""
+        from serve_app.llm.config import build_resilient_llm
+
+        vllm = None
+        if self.llm_handle is not None:
+            from deployments.llm import ServeLLMBackend
+
+            vllm = ServeLLMBackend(self.llm_handle, model=self.profile.llm.model or "")
+        self.llm = build_resilient_llm(llm_settings, vllm_backend=vllm)
+        self.llm_settings = llm_settings
+        self.construction = LLMConstruction(
+            self.processor.repo,
+            self._embed,
+            self._index,
+            embedding_model=self.embedding_model,
+            llm=self.llm,
+            llm_settings=llm_settings,
+            entry_unit=self.settings.entry_unit,
+        )
+        self.processor.llm_queue = self.llm is not None
+        logger.info(
+            "ingest worker: LLM %s",
+            [b.label for b in llm_settings.backends] if self.llm else "off (extractive)",
+        )
+        self._llm_wake.set()
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve `user_config` {"llm": LLMSettings as JSON, or null for the environment's}:
+        change LLM backends live, without restarting the replica."""
+        if "llm" not in (user_config or {}):
+            return
+        value = user_config["llm"]
+        self._apply_llm(
+            self._env_llm_settings() if value is None else LLMSettings.model_validate(value)
+        )
 
     async def _embed(self, texts: list[str]):
         return await self.embedder.embed.remote(texts)
@@ -464,6 +539,8 @@ class IngestWorkerDeployment:
                 if totals.failed_sessions:
                     raise RuntimeError(f"{totals.failed_sessions} session(s) failed, see log")
                 backoff = 0.5
+                if totals.flushes:
+                    self._llm_wake.set()
                 if totals.did_work:
                     self._stats["batches"] += 1
                     self._stats["messages"] += totals.messages
@@ -481,19 +558,80 @@ class IngestWorkerDeployment:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker_idle_poll_s)
 
+    async def _run_llm(self) -> None:
+        """Run queued LLM tasks; their own not_before times pace retries against a dead LLM."""
+        backoff = 0.5
+        while True:
+            try:
+                totals: LLMStepTotals = await self.construction.process()
+                self.metrics.record(totals.pipeline())
+                backoff = 0.5
+                if totals.did_work:
+                    self._llm_stats["tasks"] += totals.tasks
+                    self._llm_stats["postponed"] += totals.postponed
+                    if totals.postponed < totals.tasks:
+                        continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._llm_stats["errors"] += 1
+                self._llm_stats["last_error"] = f"{type(e).__name__}: {e}"
+                logger.exception("LLM step failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._llm_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._llm_wake.wait(), self.settings.worker_idle_poll_s)
+
     async def kick(self) -> None:
         """New messages were stored: look now instead of at the next poll."""
         self._wake.set()
 
-    async def flush(self, user_id: str, session_id: str) -> int | None:
+    async def flush(self, user_id: str, session_id: str, summarize: bool = False) -> int | None:
         """Durably ask for the session's buffered messages to become memories, and wake up.
 
-        Returns the last seq the flush covers, or None for an unknown session. Any replica
-        honours the request (it lives in PostgreSQL), also after a restart.
+        `summarize`: the session ended (the client's flush: true, not a flush implied by
+        wait): with an LLM the session summary is written once its facts are. Returns the last
+        seq the flush covers, or None for an unknown session. Any replica honours the request
+        (it lives in PostgreSQL), also after a restart.
         """
-        upto = await BuffersRepo.request_flush(self.pool, user_id, session_id)
+        upto = await BuffersRepo.request_flush(self.pool, user_id, session_id, summarize=summarize)
         self._wake.set()
         return upto
+
+    async def summarize(self, user_id: str, session_id: str) -> dict | None:
+        """Ask for the session summary: flushes what is buffered, extracts it, then summarises
+        every fact and topic of the session (POST /v1/sessions/{id}/summary). None for an
+        unknown session; {"queued": False, "reason"} without an LLM."""
+        if self.llm is None:
+            return {"queued": False, "reason": "no LLM backend configured (extractive mode)"}
+        upto = await BuffersRepo.request_flush(self.pool, user_id, session_id, summarize=True)
+        if upto is None:
+            return None
+        self._wake.set()
+        return {"queued": True, "flush_upto_seq": upto}
+
+    async def retry_failed(self, user_id: str, session_id: str) -> dict | None:
+        """Queue the session's failed LLM work again (POST /v1/sessions/{id}/retry).
+        Returns {"tasks", "messages"} put back, or None for an unknown session."""
+        out = await LLMTasksRepo.retry_failed(self.pool, user_id, session_id)
+        self._llm_wake.set()
+        return out
+
+    def _llm_detail(self) -> dict:
+        if self.llm is None:
+            return {"mode": "extractive", "ok": True, "backends": [], **self._llm_stats}
+        backends = self.llm.status()
+        return {
+            "mode": "llm",
+            # Not an error for readiness: ingestion goes on and the work waits in PostgreSQL.
+            "ok": True,
+            "available": any(b["state"] != "open" for b in backends),
+            "backends": backends,
+            "usage": self.llm.usage.rows(),
+            **self._llm_stats,
+        }
 
     async def _compression_detail(self) -> dict:
         detail = dict(self.compression)
@@ -506,19 +644,20 @@ class IngestWorkerDeployment:
             return {**detail, "ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
 
     async def ready(self) -> dict:
-        if self._task.done():
-            exc = self._task.exception()
-            raise RuntimeError(f"ingest loop stopped: {exc!r}")
+        for task in (self._task, self._llm_task):
+            if task.done():
+                raise RuntimeError(f"ingest loop stopped: {task.exception()!r}")
         return {
             **self._stats,
             "seconds_since_loop": round(time.monotonic() - self._last_loop, 3),
             "totals": vars(self.metrics.totals),
             "compression": await self._compression_detail(),
+            "llm": self._llm_detail(),
         }
 
     def check_health(self) -> None:
         # Serve restarts the replica if its loop died.
-        if self._task.done():
+        if self._task.done() or self._llm_task.done():
             raise RuntimeError("ingest loop stopped")
 
 
@@ -530,12 +669,14 @@ def build_worker(
     compressor=None,
     compression: dict | None = None,
     profile: str = "local",
+    llm=None,
 ):
-    """Bind the IngestWorker group; `compressor` is the Compressor handle, None when off."""
+    """Bind the IngestWorker group; `compressor` is the Compressor handle, None when off;
+    `llm` the bound LLM deployment when the profile hosts vLLM, else None."""
     from ray import serve
 
     return (
         serve.deployment(IngestWorkerDeployment)
         .options(name="IngestWorker", **group.deployment_options())
-        .bind(settings_env, embedder, router, compressor, compression, profile)
+        .bind(settings_env, embedder, router, compressor, compression, profile, llm)
     )

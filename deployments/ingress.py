@@ -29,6 +29,7 @@ from serve_app.api_models import (
     MemoryList,
     MemoryPatch,
     MessageCounts,
+    PipelineCounts,
     ScoredMemory,
     SearchRequest,
     SearchResponse,
@@ -234,7 +235,10 @@ class IngressDeployment:
             "ok": checks["retrieval_router"]["ok"],
             "mode": checks["retrieval_router"].get("qdrant"),
         }
-        checks["compressor"] = {"ok": True, "enabled": False, "reason": "not in this build"}
+        worker = checks["ingest_worker"]
+        checks["compressor"] = worker.pop(
+            "compression", {"ok": False, "error": "ingest worker did not answer"}
+        )
         ok = all(c["ok"] for c in checks.values())
         return JSONResponse(
             status_code=200 if ok else 503,
@@ -264,7 +268,12 @@ class IngressDeployment:
         repo = await self._repo()
         new_ids = await repo.add_messages(req.user_id, req.session_id, messages, req.metadata)
         ids = [m.message_id for m in messages]
-        self.worker.kick.remote()
+        if req.flush or req.wait:
+            # Waiting for "searchable" implies flushing the session's buffers: messages can
+            # otherwise sit in a topic buffer until more of the conversation arrives.
+            await self.worker.flush.remote(req.user_id, req.session_id)
+        else:
+            self.worker.kick.remote()
         body = AddMemoriesResponse(
             session_id=req.session_id, accepted=len(new_ids), message_ids=ids
         )
@@ -398,6 +407,11 @@ class IngressDeployment:
         if st is None:
             raise ApiError(404, "unknown_session", f"session {session_id!r} not found")
         s = st["session"]
+        ratio = (
+            round(s["compressed_tokens"] / s["raw_tokens"], 4)
+            if s["compressed_tokens"] and s["raw_tokens"]
+            else None
+        )
         return SessionStatus(
             session_id=session_id,
             user_id=user_id,
@@ -409,7 +423,9 @@ class IngressDeployment:
                 llm_input=s["llm_input_tokens"],
                 llm_output=s["llm_output_tokens"],
                 llm_calls=s["llm_calls"],
+                compression_ratio=ratio,
             ),
+            pipeline=PipelineCounts(segments=s["segments"], flushes=s["flushes"]),
             summary=s["summary"],
             metadata=s["metadata"] or {},
             created_at=s["created_at"],

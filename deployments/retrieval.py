@@ -273,7 +273,9 @@ class RetrievalRouterDeployment:
             try:
                 await self._refresh_generations()
                 for g in list(self.generations.values()):
-                    if not g.served or g.status == "building":
+                    # A building generation is filled by its rebuild job, which sweeps it at
+                    # the end (sweep_generation); sweeping it here too would embed twice.
+                    if not g.served and g.status != "building":
                         await self._sweep(g)
             except asyncio.CancelledError:
                 raise
@@ -301,6 +303,10 @@ class RetrievalRouterDeployment:
         )
         await self.mark_members(g.number, [(r["id"], r["updated_at"]) for r in rows])
         return len(rows)
+
+    async def sweep_generation(self, generation: int, limit: int = 256) -> int:
+        """Embed into `generation` up to `limit` entries it lacks; returns how many."""
+        return await self._sweep(self.generations[generation], limit)
 
     async def mark_members(self, generation: int, items: list) -> None:
         """Record entries as embedded into `generation`, unless changed since they were read

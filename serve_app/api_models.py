@@ -193,9 +193,15 @@ class MemoryPatch(_Strict):
 
 class MessageCounts(BaseModel):
     received: int
-    processed: int
-    pending: int
+    processed: int = Field(description="turned into memories")
+    pending: int = Field(description="stored, not yet taken by the worker")
+    buffered: int = Field(default=0, description="in the session's topic buffers")
     failed: int
+
+
+class PipelineCounts(BaseModel):
+    segments: int = Field(description="topic segments cut so far")
+    flushes: int = Field(description="short-term buffers turned into memories")
 
 
 class TokenCounts(BaseModel):
@@ -204,6 +210,9 @@ class TokenCounts(BaseModel):
     llm_input: int
     llm_output: int
     llm_calls: int
+    compression_ratio: float | None = Field(
+        default=None, description="compressed / raw tokens of compressed messages"
+    )
 
 
 class SessionStatus(BaseModel):
@@ -212,6 +221,7 @@ class SessionStatus(BaseModel):
     messages: MessageCounts
     memories: int
     tokens: TokenCounts
+    pipeline: PipelineCounts | None = None
     summary: str | None
     metadata: Metadata
     created_at: datetime

@@ -18,6 +18,7 @@ from deployments.embedder import build_embedder
 from deployments.ingest_worker import build_worker
 from deployments.ingress import build_ingress
 from deployments.retrieval import build_retrieval
+from serve_app.llm.config import with_profile_backend
 from serve_app.pipeline.compression import compressor_available
 from serve_app.profiles import HardwareProfile, get_profile
 from serve_app.settings import Settings
@@ -109,7 +110,18 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         )
     else:
         logger.warning("compression OFF: %s", compression["reason"])
+    llm = None
+    # Fails the build when the profile needs endpoints that are not configured.
+    llm_settings = with_profile_backend(settings.llm, profile.llm)
+    if profile.llm.backend == "vllm":
+        from deployments.llm import build_llm_app
+
+        llm = build_llm_app(profile)
+    logger.info(
+        "LLM memory construction: %s",
+        [b.label for b in llm_settings.backends] or "off (extractive entries)",
+    )
     worker = build_worker(
-        profile.worker, env, embedder, router, compressor, compression, profile.name
+        profile.worker, env, embedder, router, compressor, compression, profile.name, llm
     )
     return build_ingress(profile.ingress, env, router, worker, embedder)

@@ -7,7 +7,9 @@ import uuid
 
 import asyncpg
 
-ADMIN_DSN = os.environ.get("MEMSERVE_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get(
+    "MEMSERVE_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _with_db(dsn: str, name: str) -> str:

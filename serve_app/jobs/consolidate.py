@@ -122,9 +122,18 @@ class Apply:
                 " ORDER BY e.ts NULLS LAST, e.session_id, e.source_message_ids, g.anchor_id",
                 (self.job_id, user),
             ).fetchall()
-            for g in groups:
-                self._apply(user, g["anchor_id"], GroupDecision.from_json(g["decision"]))
-                n += 1
+            decisions = [(g["anchor_id"], GroupDecision.from_json(g["decision"])) for g in groups]
+            # Groups where everything is kept change nothing: closed in one statement.
+            idle = [a for a, d in decisions if not d.changes_something]
+            self.conn.execute(
+                "UPDATE consolidation_groups SET outcome='unchanged' WHERE job_id=%s"
+                " AND anchor_id = ANY(%s::uuid[])",
+                (self.job_id, idle),
+            )
+            for anchor_id, decision in decisions:
+                if decision.changes_something:
+                    self._apply(user, anchor_id, decision)
+            n += len(decisions)
         return {"n": np.array([n])}
 
     def _apply(self, user: str, anchor_id: str, decision: GroupDecision) -> None:

@@ -5,7 +5,8 @@ generation (new Qdrant collections), then switch searches to it atomically.
 
 The embedding runs on an actor pool (fractional GPUs with --num-gpus); vectors are written
 through the RetrievalRouter, which owns the index. Searches keep using the active generation
-meanwhile; entries added or changed during the build are caught up by the router. Resumable:
+meanwhile; entries added or changed during the build are caught up at the end through the
+router, and after the switch the router keeps the generation current itself. Resumable:
 entries already in the generation are skipped on restart. The replaced generation is kept:
 rollback is one call (`python -m serve_app.jobs.generations rollback`, or POST /v1/jobs with
 kind "rollback").
@@ -70,6 +71,18 @@ class WriteBatch:
         return {"n": np.array([len(points)])}
 
 
+def _activate(handle, gen: int, attempts: int = 20) -> dict:
+    """Switch; an entry added since the last sweep makes the router refuse: sweep, retry."""
+    for _ in range(attempts - 1):
+        try:
+            return handle.activate_generation.remote(gen).result()
+        except Exception as e:
+            if "still lacks" not in str(e):
+                raise
+            handle.sweep_generation.remote(gen).result()
+    return handle.activate_generation.remote(gen).result()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = base_parser(KIND, __doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="sentence-transformers model name or path")
@@ -117,12 +130,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         p = run.run_stage("embed", ds, total, done)
-        # Entries added or changed while building: the router's sweep embeds them.
+        # Entries added or changed while building: the router embeds them (with the new
+        # model), a bounded batch per call, until none is missing.
         deadline = time.monotonic() + args.catchup_timeout_s
         while (missing := handle.generation_missing.remote(gen).result()) > 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"generation {gen} still lacks {missing} entries")
-            time.sleep(0.5)
+            handle.sweep_generation.remote(gen).result()
         result = {
             "generation": gen,
             "model": run.params["model"],
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             "rate_per_s": p.rate_per_s,
         }
         if run.params["activate"]:
-            result.update(handle.activate_generation.remote(gen).result())
+            result.update(_activate(handle, gen))
         run.finish(result)
 
 

@@ -214,34 +214,46 @@ class BuffersRepo:
 
     @staticmethod
     async def request_flush(
-        conn: asyncpg.Connection | asyncpg.Pool, user_id: str, session_id: str
+        conn: asyncpg.Connection | asyncpg.Pool,
+        user_id: str,
+        session_id: str,
+        *,
+        summarize: bool = False,
     ) -> int | None:
         """Ask for everything the session holds so far to become memories.
 
-        Returns the last seq the flush covers (-1 for a session without messages), or None when
-        the session does not exist. Durable: any worker replica honours it, after a restart too.
+        `summarize`: the session ended (flush: true) or its summary was asked for; with an LLM
+        the worker then also writes the session summary. Returns the last seq the flush covers
+        (-1 for a session without messages), or None when the session does not exist. Durable:
+        any worker replica honours it, after a restart too.
         """
         return await conn.fetchval(
-            "INSERT INTO flush_requests (user_id, session_id, upto_seq)"
-            " SELECT user_id, session_id, next_seq - 1 FROM sessions"
+            "INSERT INTO flush_requests (user_id, session_id, upto_seq, summarize)"
+            " SELECT user_id, session_id, next_seq - 1, $3 FROM sessions"
             " WHERE user_id=$1 AND session_id=$2"
             " ON CONFLICT (user_id, session_id) DO UPDATE"
-            " SET upto_seq = GREATEST(flush_requests.upto_seq, EXCLUDED.upto_seq)"
+            " SET upto_seq = GREATEST(flush_requests.upto_seq, EXCLUDED.upto_seq),"
+            " summarize = flush_requests.summarize OR EXCLUDED.summarize"
             " RETURNING upto_seq",
             user_id,
             session_id,
+            summarize,
         )
 
     @staticmethod
     async def clear_flush(
         conn: asyncpg.Connection, user_id: str, session_id: str, upto_seq: int
-    ) -> None:
+    ) -> bool:
+        """Delete a satisfied request; returns whether it asked for the session summary."""
         # A request that moved past `upto_seq` meanwhile stays for the next round.
-        await conn.execute(
-            "DELETE FROM flush_requests WHERE user_id=$1 AND session_id=$2 AND upto_seq <= $3",
-            user_id,
-            session_id,
-            upto_seq,
+        return bool(
+            await conn.fetchval(
+                "DELETE FROM flush_requests WHERE user_id=$1 AND session_id=$2"
+                " AND upto_seq <= $3 RETURNING summarize",
+                user_id,
+                session_id,
+                upto_seq,
+            )
         )
 
     # --- reads -------------------------------------------------------------------------------

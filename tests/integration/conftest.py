@@ -10,6 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.pytest_fixtures import (  # noqa: F401  (session fixtures used below)
+    offline_models_env,
+    random_llmlingua2_dir,
+)
 from tests.pg import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +56,7 @@ class Running:
 
 
 @pytest.fixture(scope="session")
-def running(tmp_path_factory):
+def running(tmp_path_factory, random_llmlingua2_dir):  # noqa: F811
     from serve_app.launch import Service
     from serve_app.settings import Settings
 
@@ -64,6 +68,9 @@ def running(tmp_path_factory):
         "MEMSERVE_RAY_PORT_BASE": str(_free_port_base()),
         "MEMSERVE_WORKER_IDLE_POLL_S": "0.2",
         "MEMSERVE_MAX_BODY_BYTES": "200000",
+        # Compression on for every test, through the real llmlingua code, with a small random
+        # model (tests/fixtures/random_models.py): test_pipeline.py checks it.
+        "MEMSERVE_COMPRESSOR_MODEL": str(random_llmlingua2_dir),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

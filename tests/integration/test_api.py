@@ -181,7 +181,9 @@ def test_bad_input_gets_a_clear_4xx(running, method, path, body, status, code):
 def test_malformed_json_and_large_bodies(running):
     user = f"u-{uuid.uuid4().hex[:6]}"
     with running.client() as c:
-        r = c.post("/v1/memories", content=b"{not json", headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/memories", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422
         big = [{"role": "user", "content": "y" * 30000, "message_id": f"b{i}"} for i in range(10)]
         r = _add(c, user, "s", big)

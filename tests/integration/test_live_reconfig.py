@@ -43,7 +43,8 @@ def test_user_config_change_applies_without_restart(running, tmp_path):
         service.deploy()
     with running.client() as c:
         restored = c.get("/readyz").json()["checks"]["embedder"]
-    assert restored["max_batch_size"] == _embedder(yaml.safe_load(original.read_text()))[
-        "user_config"
-    ]["max_batch_size"]
+    assert (
+        restored["max_batch_size"]
+        == _embedder(yaml.safe_load(original.read_text()))["user_config"]["max_batch_size"]
+    )
     assert restored["pid"] == before["pid"]

@@ -104,7 +104,7 @@ def cited(memories: list[dict]) -> list[str]:
 def test_compression_is_on_with_the_random_model(running):
     with running.client() as c:
         ready = c.get("/readyz").json()
-    detail = ready["checks"]["ingest_worker"]["compression"]
+    detail = ready["checks"]["compressor"]
     assert detail["enabled"] is True and detail["ok"] is True, detail
     assert "bert-base-multilingual-cased" in detail["model"]
     assert detail["replica"]["rate"] == pytest.approx(0.6)
@@ -169,6 +169,8 @@ def test_token_accounting_with_compression(running):
         memories = all_memories(c, user)
     tokens = st["tokens"]
     assert 0 < tokens["compressed"] < tokens["raw"], tokens
+    assert tokens["compression_ratio"] == pytest.approx(tokens["compressed"] / tokens["raw"], 1e-3)
+    assert st["pipeline"]["segments"] >= st["pipeline"]["flushes"] >= 1
     assert tokens["llm_calls"] == 0 and tokens["llm_input"] == 0  # no LLM in this build
     # Retrieval indexes the original text; the compressed one is kept beside it.
     originals = {m["message_id"]: m["content"] for m in convo}

@@ -19,16 +19,21 @@ T0 = datetime(2023, 1, 1, tzinfo=UTC)
 
 
 def _stores(tmp_path):
-    yield "per_user", QdrantVectorStore(
-        AsyncQdrantClient(path=str(tmp_path / "a")), "t", DIM, "per_user"
+    yield (
+        "per_user",
+        QdrantVectorStore(AsyncQdrantClient(path=str(tmp_path / "a")), "t", DIM, "per_user"),
     )
-    yield "shared-local", QdrantVectorStore(
-        AsyncQdrantClient(path=str(tmp_path / "b")), "t", DIM, "shared"
+    yield (
+        "shared-local",
+        QdrantVectorStore(AsyncQdrantClient(path=str(tmp_path / "b")), "t", DIM, "shared"),
     )
     url = os.environ.get("MEMSERVE_TEST_QDRANT_URL")
     if url:
-        yield "shared-server", QdrantVectorStore(
-            AsyncQdrantClient(url=url), f"t{uuid.uuid4().hex[:8]}", DIM, "shared"
+        yield (
+            "shared-server",
+            QdrantVectorStore(
+                AsyncQdrantClient(url=url), f"t{uuid.uuid4().hex[:8]}", DIM, "shared"
+            ),
         )
 
 
