@@ -30,7 +30,9 @@ def extraction_reply(prompt: str) -> dict:
             label, speaker, text = m.groups()
             facts.append(
                 {
-                    "text": f"{speaker} said that {text}",
+                    # The label keeps facts unique within a reply even when compression has
+                    # made two messages read alike (the parser drops repeated facts).
+                    "text": f"{speaker} said ({label}) that {text}",
                     "source_message_ids": [label],
                     "keywords": text.split()[:3],
                     "entities": [speaker],
@@ -113,6 +115,8 @@ class OpenAIDouble:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
+        if self._server is not None:
+            return  # already serving
         config = uvicorn.Config(
             _app(self), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )

@@ -152,14 +152,16 @@ def test_facts_with_provenance_topic_summaries_and_a_session_summary(llm_service
         assert sorted(i for m in facts for i in m["source_message_ids"]) == sorted(
             m["message_id"] for m in msgs
         )
+        by_id = {m["message_id"]: m for m in msgs}
         for m in facts:
             [mid] = m["source_message_ids"]
-            assert m["memory"].endswith(f"(note {mid}).")
-            assert m["metadata"]["llm_backend"] == "double" and m["metadata"]["keywords"]
+            assert m["memory"].startswith(by_id[mid]["name"])
+            assert m["speaker"] == by_id[mid]["name"]
+            assert m["metadata"]["llm_backend"] == "double" and m["metadata"]["entities"]
         assert [m for m in mems if m["kind"] == "summary"]  # topic summaries, searchable
         assert {m["kind"] for m in mems} == {"fact", "summary"}
 
-        target = next(m for m in facts if "Lisbon" in m["memory"])
+        target = facts[len(facts) // 2]
         r = c.post("/v1/search", json={"user_id": user, "query": target["memory"], "limit": 5})
         assert target["id"] in [m["id"] for m in r.json()["results"]]
     [usage] = pg("SELECT * FROM llm_usage WHERE backend='double'")
@@ -169,6 +171,13 @@ def test_facts_with_provenance_topic_summaries_and_a_session_summary(llm_service
 def test_killing_the_llm_mid_ingestion_loses_nothing_and_duplicates_nothing(llm_service):
     running, double = llm_service
     user, sid, msgs = "llm-kill", "s1", messages("k", 30)
+    try:
+        _kill_and_revive(running, double, user, sid, msgs)
+    finally:
+        double.start()  # whatever happened, the next test has its LLM
+
+
+def _kill_and_revive(running, double, user, sid, msgs) -> None:
     with running.client() as c:
         add(c, user, sid, msgs[:12])
         double.stop()  # the LLM dies while the session is being ingested
@@ -194,14 +203,19 @@ def test_killing_the_llm_mid_ingestion_loses_nothing_and_duplicates_nothing(llm_
             assert time.monotonic() < deadline, tasks
             time.sleep(0.3)
             tasks = pg("SELECT * FROM llm_tasks WHERE user_id=$1 AND kind='extract'", user)
-        assert all("Connection" in t["last_error"] for t in tasks)
+        # Connection refused, or the open circuit breaker that stops calls to a dead backend.
+        assert all("LLMUnavailable" in t["last_error"] for t in tasks), tasks
         st = session_status(c, user, sid)
         assert st["messages"]["failed"] == 0 and st["messages"]["processed"] == 0
         assert st["summary"] is None
 
         double.start()  # back on the same port
         st = wait_for(
-            c, user, sid, lambda s: s["messages"]["processed"] == 30 and s["summary"] is not None
+            c,
+            user,
+            sid,
+            lambda s: s["messages"]["processed"] == 30 and s["summary"] is not None,
+            timeout_s=240,  # tasks retry on their own backoff, up to a few tens of seconds
         )
         facts = [m for m in memories(c, user, sid) if m["kind"] == "fact"]
         assert sorted(i for m in facts for i in m["source_message_ids"]) == sorted(

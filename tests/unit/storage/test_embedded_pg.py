@@ -1,7 +1,7 @@
 """The embedded default: a PostgreSQL started from the pgserver package under the data dir."""
 
 from serve_app.storage import embedded_pg
-from serve_app.storage.postgres import create_pool, migrate
+from serve_app.storage.postgres import _migrations, create_pool, migrate
 
 
 async def test_embedded_postgres_starts_migrates_and_keeps_data(tmp_path):
@@ -9,7 +9,7 @@ async def test_embedded_postgres_starts_migrates_and_keeps_data(tmp_path):
     dsn = embedded_pg.ensure_running(pgdata)
     try:
         pool = await create_pool(dsn, 1, 2)
-        assert await migrate(pool) == ["0001_init.sql"]
+        assert await migrate(pool) == [name for _, name, _ in _migrations()]
         await pool.execute("INSERT INTO users (user_id) VALUES ('kept')")
         await pool.close()
     finally:
