@@ -40,6 +40,7 @@ from serve_app.jobs import store as job_store
 from serve_app.jobs import submit as job_submit
 from serve_app.profiles import GroupResources
 from serve_app.settings import Settings
+from serve_app.storage.llm_tasks_repo import LLMTasksRepo
 from serve_app.storage.postgres import NewMessage, Repository, create_pool
 
 logger = logging.getLogger("ray.serve")
@@ -271,7 +272,8 @@ class IngressDeployment:
         if req.flush or req.wait:
             # Waiting for "searchable" implies flushing the session's buffers: messages can
             # otherwise sit in a topic buffer until more of the conversation arrives.
-            await self.worker.flush.remote(req.user_id, req.session_id)
+            # An explicit flush ends the session's stretch: also ask for its summary.
+            await self.worker.flush.remote(req.user_id, req.session_id, summarize=req.flush)
         else:
             self.worker.kick.remote()
         body = AddMemoriesResponse(
@@ -426,6 +428,7 @@ class IngressDeployment:
                 compression_ratio=ratio,
             ),
             pipeline=PipelineCounts(segments=s["segments"], flushes=s["flushes"]),
+            llm=await LLMTasksRepo.session_status(repo.pool, user_id, session_id),
             summary=s["summary"],
             metadata=s["metadata"] or {},
             created_at=s["created_at"],
@@ -507,6 +510,33 @@ class IngressDeployment:
                 )
         return JobStatus(**row).model_dump(mode="json")
 
+
+
+    @app.post("/v1/sessions/{session_id}/summary", status_code=202, responses=ERRORS)
+    async def request_summary(
+        self,
+        session_id: str,
+        user_id: str = Query(min_length=1, max_length=128, pattern=ID_PATTERN),
+    ) -> JSONResponse:
+        """Flush the session and make its summary (needs an LLM backend)."""
+        out = await self.worker.summarize.remote(user_id, session_id)
+        if out is None:
+            raise ApiError(404, "unknown_session", f"session {session_id!r} not found")
+        if not out.get("queued"):
+            raise ApiError(409, "no_llm", out.get("reason", "summaries need an LLM backend"))
+        return JSONResponse(status_code=202, content=out)
+
+    @app.post("/v1/sessions/{session_id}/retry", status_code=202, responses=ERRORS)
+    async def retry_failed(
+        self,
+        session_id: str,
+        user_id: str = Query(min_length=1, max_length=128, pattern=ID_PATTERN),
+    ) -> JSONResponse:
+        """Queue the session's failed LLM extractions again."""
+        out = await self.worker.retry_failed.remote(user_id, session_id)
+        if out is None:
+            raise ApiError(404, "unknown_session", f"session {session_id!r} not found")
+        return JSONResponse(status_code=202, content=out)
 
 
 def build_ingress(group: GroupResources, settings_env: dict, router, worker, embedder):

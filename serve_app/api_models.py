@@ -222,6 +222,9 @@ class SessionStatus(BaseModel):
     memories: int
     tokens: TokenCounts
     pipeline: PipelineCounts | None = None
+    llm: dict | None = Field(
+        default=None, description="LLM work: waiting and failed extractions, summary state"
+    )
     summary: str | None
     metadata: Metadata
     created_at: datetime

@@ -45,7 +45,7 @@ def test_ingest_search_update_delete_erase(running):
         }
 
         for strategy in ("hybrid", "embedding", "bm25"):
-            r = _search(c, user, "What kind of dog does Alice have?", strategy=strategy)
+            r = _search(c, user, "What dog breed did Alice adopt?", strategy=strategy)
             assert r.status_code == 200, r.text
             top = r.json()["results"][0]
             assert "golden retriever" in top["memory"], (strategy, r.json())
@@ -57,7 +57,13 @@ def test_ingest_search_update_delete_erase(running):
         r = c.get(f"/v1/sessions/s1?user_id={user}")
         assert r.status_code == 200
         body = r.json()
-        assert body["messages"] == {"received": 3, "processed": 3, "pending": 0, "failed": 0}
+        assert body["messages"] == {
+            "received": 3,
+            "processed": 3,
+            "pending": 0,
+            "buffered": 0,
+            "failed": 0,
+        }
         assert body["memories"] == 3 and body["tokens"]["raw"] > 10
 
         listed = c.get(f"/v1/memories?user_id={user}&limit=2").json()

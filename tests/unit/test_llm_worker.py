@@ -221,7 +221,8 @@ async def test_unavailable_llm_leaves_the_buffer_pending_then_completes_once(poo
     engines = Engines()
     backend = ScriptedBackend(default=Respond(reply_for))
     backend.push(*(LLMTransientError("connection refused") for _ in range(2)))
-    step = construction(pool, engines, make_llm(backend))
+    # The breaker opens after the two failures and cools down for 2 s: the task's retry time.
+    step = construction(pool, engines, make_llm(backend, reset_timeout_s=2.0))
 
     totals = await step.process()
     assert totals.unavailable == 1 and totals.done == 0
@@ -235,7 +236,7 @@ async def test_unavailable_llm_leaves_the_buffer_pending_then_completes_once(poo
     # Not due yet: the next round does nothing (no busy loop against a dead LLM).
     assert not (await step.process()).did_work
 
-    await asyncio.sleep(0.3)  # past not_before and the breaker's cool-down
+    await asyncio.sleep(2.1)  # past not_before and the breaker's cool-down
     await drain(step)
     assert set((await statuses(pool, "u")).values()) == {"done"}
     rows = await entries(pool, "u")
@@ -275,9 +276,9 @@ async def test_invalid_output_marks_the_buffer_failed_and_retry_recovers_it(pool
 
 async def test_a_crashed_workers_lease_runs_out_and_its_late_result_is_dropped(pool):
     await buffered_flush(pool, "u", "s")
-    [stale] = await LLMTasksRepo.claim(pool, 5, lease_s=0.1)  # a worker that then dies
-    assert await LLMTasksRepo.claim(pool, 5, lease_s=0.1) == []  # leased: nobody else
-    await asyncio.sleep(0.2)
+    [stale] = await LLMTasksRepo.claim(pool, 5, lease_s=1.0)  # a worker that then dies
+    assert await LLMTasksRepo.claim(pool, 5, lease_s=1.0) == []  # leased: nobody else
+    await asyncio.sleep(1.1)
     engines = Engines()
     await construction(
         pool, engines, make_llm(ScriptedBackend(default=Respond(reply_for)))
