@@ -22,7 +22,9 @@ class LocalRayCluster:
         if port_base < 20000:
             raise ValueError("Ray ports must be >= 20000 on shared machines")
         self.port_base = port_base
-        self.num_cpus = num_cpus or os.cpu_count() or 2
+        # Logical CPUs, not cores: the Serve groups of the local profile reserve ~2, and the
+        # offline jobs' Ray Data actor pools need room beside them or they never schedule.
+        self.num_cpus = num_cpus or max(4, (os.cpu_count() or 2) * 2)
         # A token of our own: ~/.ray/auth_token is shared by every cluster on the machine.
         self.env = {
             "RAY_AUTH_MODE": "token",
