@@ -78,17 +78,19 @@ class _VectorCache:
         self._data: OrderedDict[str, np.ndarray] = OrderedDict()
 
     async def embed(self, texts: list[str], embed: Embed) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._data))
+        # Take what is cached before awaiting: concurrent sessions fill the cache meanwhile
+        # and may evict the very vectors this call relies on.
+        found = {t: self._data[t] for t in texts if t in self._data}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, vector in zip(missing, await embed(missing), strict=True):
-                self._data[text] = np.asarray(vector, dtype=np.float32)
-        out = []
-        for t in texts:
-            self._data.move_to_end(t)
-            out.append(self._data[t])
+                found[text] = self._data[text] = np.asarray(vector, dtype=np.float32)
+        for t in found:
+            if t in self._data:
+                self._data.move_to_end(t)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
-        return np.stack(out)
+        return np.stack([found[t] for t in texts])
 
 
 @dataclass
