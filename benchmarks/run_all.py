@@ -1,6 +1,7 @@
 """Run every benchmark, write JSON + PNG plots and a markdown summary.
 
     python -m benchmarks.run_all            # quick (`make bench`): < 10 min on 2 quiet cores
+                                            # (LoCoMo: first 2 conversations; search: 1k)
     python -m benchmarks.run_all --full     # full sizes (50k memories, 100 users x 1k, ...)
     python -m benchmarks.run_all --smoke    # tiny, for CI: checks the scripts run, times nothing
 
@@ -49,12 +50,16 @@ def _step(report: dict, name: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _first_conversation(data: Path) -> Path:
-    """A directory holding only the first LoCoMo conversation (the smoke runs one)."""
-    first = sorted(data.glob("*.json"))[0]
-    one = Path(tempfile.mkdtemp(prefix="memserve-bench-locomo-"))
-    (one / first.name).symlink_to(first.resolve())
-    return one
+# LoCoMo conversations per mode: ingesting all five through HTTP alone takes ~4 min here.
+LOCOMO_CONVERSATIONS = {"smoke": 1, "quick": 2, "full": None}
+
+
+def _first_conversations(data: Path, n: int) -> Path:
+    """A directory holding only the first `n` LoCoMo conversations."""
+    sub = Path(tempfile.mkdtemp(prefix="memserve-bench-locomo-"))
+    for f in sorted(data.glob("*.json"))[:n]:
+        (sub / f.name).symlink_to(f.resolve())
+    return sub
 
 
 def _locomo_http(svc, data: Path, out: Path, mode: str) -> dict:
@@ -140,12 +145,21 @@ def summary_markdown(results: dict) -> str:
                 f"| {r['scenario']} | {r['strategy']} | {r['concurrency']} | {lat['p50']:.1f} | "
                 f"{lat['p95']:.1f} | {lat['p99']:.1f} | {r['throughput_rps']:.0f} | {bl} |"
             )
-        verdict = "met" if t["met"] else "NOT met"
+        cell = f"{t['scenario']}, {t['strategy']}, {t['concurrency']} clients"
+        if t["met"] is None:
+            verdict = (
+                f"Target p95 <= {t['p95_ms']:.0f} ms ({cell}): not in this mode; measured by "
+                "`python -m benchmarks.search_latency --sizes 10000 --users 0,0`."
+            )
+        else:
+            verdict = (
+                f"Target p95 <= {t['p95_ms']:.0f} ms ({cell}): measured "
+                f"{t['measured_p95_ms']} ms, {'met' if t['met'] else 'NOT met'}."
+            )
         lines += [
             "",
-            f"Target p95 <= {t['p95_ms']:.0f} ms ({t['scenario']}, {t['strategy']}, "
-            f"{t['concurrency']} clients): measured {t['measured_p95_ms']} ms, {verdict}. "
-            "Published, other hardware: Mem0 p50 148 ms / p95 200 ms; Zep 513 / 778 ms.",
+            f"{verdict} Published, other hardware: Mem0 p50 148 ms / p95 200 ms; "
+            "Zep 513 / 778 ms.",
             "",
             *[f"![search]({p})" for p in se["plots"]],
             "",
@@ -233,8 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     defaults = ("ingestion", "search", "batching", "token_economy")
     steps = set(args.only or (defaults if args.mode == "smoke" else (*defaults, "locomo")))
     have_locomo = args.locomo_data.is_dir()
-    if have_locomo and args.mode == "smoke" and "locomo" in steps:
-        args.locomo_data = _first_conversation(args.locomo_data)
+    if have_locomo and LOCOMO_CONVERSATIONS[args.mode] and "locomo" in steps:
+        args.locomo_data = _first_conversations(args.locomo_data, LOCOMO_CONVERSATIONS[args.mode])
         cleanup.append(args.locomo_data)
     command = (
         "python -m benchmarks.run_all"

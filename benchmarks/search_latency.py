@@ -11,7 +11,8 @@ storage, BM25 (serve_app.retrieval.bm25.BM25Index, same backend, same documents)
 entries read from PostgreSQL, and the same fusion. What serving adds is the difference: HTTP,
 the ingress, Ray handle calls, embedder batching, and hydrating the results from PostgreSQL.
 
-    python -m benchmarks.search_latency          # quick: 1k and 10k, 20 users x 250
+    python -m benchmarks.search_latency          # quick: 1k, 10 users x 100
+    python -m benchmarks.search_latency --sizes 10000 --users 0,0   # the p95 target cell
     python -m benchmarks.search_latency --full   # 1k, 10k, 50k, 100 users x 1k
 """
 
@@ -61,9 +62,11 @@ MODES: dict[str, dict[str, Any]] = {
         "requests": 12,
         "baseline_requests": 12,
     },
+    # Quick fits `make bench` in 10 min: filling goes at ~15 messages/s on 2 cores (embedding
+    # bound), so the 10k target cell is its own run: --sizes 10000 --users 0,0.
     "quick": {
-        "sizes": (1000, 10000),
-        "users": (20, 250),
+        "sizes": (1000,),
+        "users": (10, 100),
         "concurrency": (1, 8, 32),
         "requests": 120,
         "baseline_requests": 100,
@@ -386,7 +389,7 @@ def main(argv: Sequence[str] | None = None, service: RunningService | None = Non
     result["target"] = {
         **TARGET,
         "measured_p95_ms": hit["latency_ms"]["p95"] if hit else None,
-        "met": bool(hit and hit["latency_ms"]["p95"] <= TARGET["p95_ms"]),
+        "met": None if hit is None else hit["latency_ms"]["p95"] <= TARGET["p95_ms"],
     }
     result["plots"] = [relpath(x) for x in plot(result, args.out_dir)]
     result["json"] = relpath(write_result("search_latency", result, args.out_dir))
