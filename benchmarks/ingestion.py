@@ -46,7 +46,7 @@ MODES = {
     "smoke": {"levels": (1, 4), "messages": 48, "request_size": 8, "batch_sizes": (8, 32)},
     "quick": {
         "levels": (1, 4, 16),
-        "messages": 512,
+        "messages": 256,
         "request_size": 32,
         "batch_sizes": (16, 32, 64, 128, 256),
     },

@@ -1,7 +1,7 @@
 """Run every benchmark, write JSON + PNG plots and a markdown summary.
 
     python -m benchmarks.run_all            # quick (`make bench`): < 10 min on 2 quiet cores
-                                            # (LoCoMo: first 2 conversations; search: 1k)
+                                            # (LoCoMo: first conversation; search: 500)
     python -m benchmarks.run_all --full     # full sizes (50k memories, 100 users x 1k, ...)
     python -m benchmarks.run_all --smoke    # tiny, for CI: checks the scripts run, times nothing
 
@@ -50,8 +50,8 @@ def _step(report: dict, name: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-# LoCoMo conversations per mode: ingesting all five through HTTP alone takes ~4 min here.
-LOCOMO_CONVERSATIONS = {"smoke": 1, "quick": 2, "full": None}
+# LoCoMo conversations per mode: ingesting all five through HTTP alone takes ~5 min here.
+LOCOMO_CONVERSATIONS = {"smoke": 1, "quick": 1, "full": None}
 
 
 def _first_conversations(data: Path, n: int) -> Path:

@@ -11,7 +11,7 @@ storage, BM25 (serve_app.retrieval.bm25.BM25Index, same backend, same documents)
 entries read from PostgreSQL, and the same fusion. What serving adds is the difference: HTTP,
 the ingress, Ray handle calls, embedder batching, and hydrating the results from PostgreSQL.
 
-    python -m benchmarks.search_latency          # quick: 1k, 10 users x 100
+    python -m benchmarks.search_latency          # quick: 500, 5 users x 100
     python -m benchmarks.search_latency --sizes 10000 --users 0,0   # the p95 target cell
     python -m benchmarks.search_latency --full   # 1k, 10k, 50k, 100 users x 1k
 """
@@ -65,10 +65,10 @@ MODES: dict[str, dict[str, Any]] = {
     # Quick fits `make bench` in 10 min: filling goes at ~15 messages/s on 2 cores (embedding
     # bound), so the 10k target cell is its own run: --sizes 10000 --users 0,0.
     "quick": {
-        "sizes": (1000,),
-        "users": (10, 100),
+        "sizes": (500,),
+        "users": (5, 100),
         "concurrency": (1, 8, 32),
-        "requests": 120,
+        "requests": 60,
         "baseline_requests": 100,
     },
     "full": {
