@@ -158,8 +158,7 @@ def summary_markdown(results: dict) -> str:
             )
         lines += [
             "",
-            f"{verdict} Published, other hardware: Mem0 p50 148 ms / p95 200 ms; "
-            "Zep 513 / 778 ms.",
+            f"{verdict} Published, other hardware: Mem0 p50 148 ms / p95 200 ms; Zep 513 / 778 ms.",
             "",
             *[f"![search]({p})" for p in se["plots"]],
             "",
@@ -232,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--out-dir", type=Path)
     p.add_argument("--pg-admin-dsn")
     p.add_argument("--locomo-data", type=Path, default=LOCOMO_DATA)
+    p.add_argument("--locomo-conversations", type=int, help="first N LoCoMo conversations (0: all)")
     p.add_argument(
         "--only", nargs="*", help="steps: ingestion search batching locomo token_economy"
     )
@@ -247,8 +247,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     defaults = ("ingestion", "search", "batching", "token_economy")
     steps = set(args.only or (defaults if args.mode == "smoke" else (*defaults, "locomo")))
     have_locomo = args.locomo_data.is_dir()
-    if have_locomo and LOCOMO_CONVERSATIONS[args.mode] and "locomo" in steps:
-        args.locomo_data = _first_conversations(args.locomo_data, LOCOMO_CONVERSATIONS[args.mode])
+    n_conv = (
+        LOCOMO_CONVERSATIONS[args.mode]
+        if args.locomo_conversations is None
+        else args.locomo_conversations
+    )
+    if have_locomo and n_conv and "locomo" in steps:
+        args.locomo_data = _first_conversations(args.locomo_data, n_conv)
         cleanup.append(args.locomo_data)
     command = (
         "python -m benchmarks.run_all"
