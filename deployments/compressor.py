@@ -78,6 +78,15 @@ class CompressorDeployment:
         """Per window of turns, the attention of turn i+1 to turn i (segmentation's coarse cut)."""
         return list(await asyncio.gather(*(self._attend_one(w) for w in windows)))
 
+    async def compress_at(self, texts: list[str], rate: float) -> list[Compressed]:
+        """Compress at another rate than the live one (a re-extraction job building a memory
+        version with its own rate); not batched with the service's queue."""
+        if not 0 < float(rate) <= 1:
+            raise ValueError(f"rate must be in (0, 1], got {rate}")
+        return await asyncio.to_thread(
+            self.core.compress_batch, texts, float(rate), self.force_tokens
+        )
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _compress_one(self, texts: list[str]) -> list[Compressed]:
         # In a thread so the event loop keeps collecting the next batch meanwhile.

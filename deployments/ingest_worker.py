@@ -9,8 +9,10 @@ One batch is one PostgreSQL transaction:
    compressor's attention when on); full short-term buffers flush, and so does everything
    when a flush was requested;
 5. without an LLM: build extractive entries from every flushed buffer, from the ORIGINAL
-   text (it keeps the facts), embed them, write vectors, write entries; with an LLM: queue
-   each flushed buffer as an extraction task (serve_app/llm_construction.py runs them);
+   text (it keeps the facts), embed them, write vectors, write entries - into the active
+   memory version, read under the version-switch lock (a switch waits for this commit), with
+   that version's entry unit; with an LLM: queue each flushed buffer as an extraction task
+   (serve_app/llm_construction.py runs them);
 6. mark messages buffered / done, save the buffer state, add the session's token counters,
    clear the satisfied flush request (queueing the session summary it asked for) - all before
    the commit.
@@ -59,7 +61,8 @@ from serve_app.tokens import count_tokens
 logger = logging.getLogger("ray.serve")
 
 Embed = Callable[[list[str]], Awaitable[Sequence]]
-Index = Callable[[list[VectorPoint]], Awaitable[None]]
+# (points, memory version): index entries of that memory version.
+Index = Callable[[list[VectorPoint], int], Awaitable[None]]
 Compress = Callable[[list[str]], Awaitable[list[Compressed]]]
 Attend = Callable[[list[list[str]]], Awaitable[list[list[float]]]]
 
@@ -226,7 +229,7 @@ class IngestProcessor:
                     self.settings.worker_max_attempts,
                 )
 
-        rows = await self._entries(conn, ok)
+        rows, version = await self._entries(conn, ok)
         if rows:
             vectors = await self.embed([r.index_text for r in rows])
             await self.index(
@@ -240,13 +243,14 @@ class IngestProcessor:
                         speaker=r.speaker,
                     )
                     for r, v in zip(rows, vectors, strict=True)
-                ]
+                ],
+                version,
             )
             await self.repo.insert_entries(conn, rows)
             await self.repo.bump_index_version(conn, [r.user_id for r in rows])
 
         for w in ok:
-            await self._save(conn, w, totals)
+            await self._save(conn, w, totals, version)
         totals.entries = len(rows)
         return totals
 
@@ -309,7 +313,8 @@ class IngestProcessor:
         )
         return segment_boundaries(embeddings, attention[0], self.segmentation)
 
-    async def _entries(self, conn, work: list[_SessionWork]) -> list[EntryRow]:
+    async def _entries(self, conn, work: list[_SessionWork]) -> tuple[list[EntryRow], int]:
+        """The entries of the flushed buffers and the memory version they belong to."""
         if self.llm_queue:
             for w in work:
                 for flush in w.flushes:
@@ -318,7 +323,11 @@ class IngestProcessor:
                         for s in flush.segments
                     ]
                     await LLMTasksRepo.enqueue_extract(conn, *w.key, flush.flush_index, segments)
-            return []
+            return [], 0
+        if not any(w.flushes for w in work):
+            return [], 0
+        version, extraction = await self.repo.lock_active_version(conn)
+        unit = extraction.get("entry_unit") or self.settings.entry_unit
         rows: list[EntryRow] = []
         for w in work:
             flushed = [m for f in w.flushes for m in f.messages]
@@ -337,10 +346,12 @@ class IngestProcessor:
                     ms = [stored[m.message_id] for m in segment.messages if m.message_id in stored]
                     if not ms:
                         continue
-                    for d in build_entries(ms, prev, unit=self.settings.entry_unit):
+                    for d in build_entries(ms, prev, unit=unit):
                         rows.append(
                             EntryRow(
-                                id=entry_id(user_id, session_id, "message", d.source_message_ids),
+                                id=entry_id(
+                                    user_id, session_id, "message", d.source_message_ids, version
+                                ),
                                 user_id=user_id,
                                 session_id=session_id,
                                 kind="message",
@@ -358,19 +369,20 @@ class IngestProcessor:
                                 },
                                 importance=None,
                                 embedding_model=self.embedding_model,
+                                version=version,
                             )
                         )
                     prev = ms[-1]
-        return rows
+        return rows, version
 
-    async def _save(self, conn, w: _SessionWork, totals: PipelineTotals) -> None:
+    async def _save(self, conn, w: _SessionWork, totals: PipelineTotals, version: int) -> None:
         user_id, session_id = w.key
         if w.updates:
             await BuffersRepo.mark_buffered(conn, user_id, session_id, w.updates)
         # With the LLM, flushed messages stay 'buffered' until their extraction task commits.
         done = [] if self.llm_queue else [m.message_id for f in w.flushes for m in f.messages]
         if done:
-            await BuffersRepo.mark_done(conn, user_id, session_id, done)
+            await BuffersRepo.mark_done(conn, user_id, session_id, done, version)
         if w.stale:
             # Only a state edited by hand gets here: say so rather than loop on them.
             await BuffersRepo.mark_failed(
@@ -522,8 +534,8 @@ class IngestWorkerDeployment:
     async def _embed(self, texts: list[str]):
         return await self.embedder.embed.remote(texts)
 
-    async def _index(self, points: list[VectorPoint]) -> None:
-        await self.router.index.remote(points)
+    async def _index(self, points: list[VectorPoint], memory_version: int) -> None:
+        await self.router.index.remote(points, memory_version)
 
     async def _compress(self, texts: list[str]) -> list[Compressed]:
         return await self.compressor.compress.remote(texts)
@@ -620,6 +632,19 @@ class IngestWorkerDeployment:
         out = await LLMTasksRepo.retry_failed(self.pool, user_id, session_id)
         self._llm_wake.set()
         return out
+
+    async def extraction_config(self) -> dict:
+        """What the service extracts with now, for a re-extraction job's defaults and the
+        Ingress's checks: {"llm_settings": LLMSettings (backends with their credentials; stays
+        inside the cluster), "compression": {"enabled", "model", "rate", ...}, "entry_unit",
+        "sensory_max_tokens", "short_term_max_tokens"}."""
+        return {
+            "llm_settings": self.llm_settings,
+            "compression": dict(self.compression),
+            "entry_unit": self.settings.entry_unit,
+            "sensory_max_tokens": self.settings.sensory_max_tokens,
+            "short_term_max_tokens": self.settings.short_term_max_tokens,
+        }
 
     def _llm_detail(self) -> dict:
         if self.llm is None:

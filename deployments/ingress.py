@@ -474,6 +474,8 @@ class IngressDeployment:
                 job_id,
             )
         else:
+            if req.kind == "reextract":
+                await self._check_reextract(req.job_params())
             job_id = await job_store.create_job_async(
                 repo.pool, req.kind, req.user_id, req.job_params()
             )
@@ -487,6 +489,24 @@ class IngressDeployment:
             raise
         await job_store.set_submission_async(repo.pool, job_id, sid)
         return JSONResponse(status_code=202, content=await self._job_body(repo, job_id))
+
+    async def _check_reextract(self, params: dict) -> None:
+        """Refuse up front what this service cannot do (e.g. a compression rate without the
+        Compressor, another model without an OpenAI-compatible endpoint): 422, not a job that
+        fails later."""
+        from serve_app.jobs.reextraction import ReextractConfigError, resolve_spec
+
+        cfg = await self.worker.extraction_config.remote()
+        try:
+            resolve_spec(params, cfg)
+        except ReextractConfigError as e:
+            raise ApiError(422, "invalid_job", str(e)) from None
+
+    @app.get("/v1/generations", responses=ERRORS)
+    async def generations(self) -> JSONResponse:
+        """Index generations: model, status and the memory version each one indexes (with how
+        that version was built); the active one is what searches and memory reads serve."""
+        return JSONResponse(content=await self.router.generation_status.remote())
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=ERRORS)
     async def get_job(self, job_id: str) -> JSONResponse:

@@ -2,7 +2,12 @@
 
 Hybrid search = Qdrant vectors + BM25 over the user's entries + metadata filters, fused.
 BM25 indexes live in replica memory, one per user, rebuilt when the user's `index_version`
-in PostgreSQL moves, so several replicas stay consistent without talking to each other.
+in PostgreSQL moves (or the memory version served changes), so several replicas stay
+consistent without talking to each other.
+
+Index generations: the active one decides the embedding model, the collections searched and
+the memory version served (a re-extraction builds a new version in a new generation);
+switching and rolling back go through `serve_app/storage/versions_repo.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from serve_app.profiles import GroupResources
 from serve_app.retrieval.bm25 import BM25Index, bm25_text
 from serve_app.retrieval.fusion import fuse
 from serve_app.settings import Settings
+from serve_app.storage import versions_repo
 from serve_app.storage.postgres import Repository, create_pool
 from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint
 
@@ -30,7 +36,8 @@ STRATEGIES = ("hybrid", "embedding", "bm25")
 
 @dataclass
 class _UserIndex:
-    version: int
+    version: int  # the user's index_version when built
+    memory_version: int  # the memory version its documents belong to
     bm25: BM25Index
     # id -> (session_id, ts epoch seconds, speaker lower-cased), for filtering BM25 hits
     meta: dict[str, tuple[str, float, str]]
@@ -64,23 +71,33 @@ class HybridRetriever:
         self.vectors = vectors
         self.embed = embed
         self.settings = settings
+        # The memory version the vectors index; set together with `vectors` and `embed` when
+        # the active generation changes (one synchronous step).
+        self.memory_version = 1
         self._cache: OrderedDict[str, _UserIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def _user_index(self, user_id: str, version: int) -> _UserIndex:
+    async def _user_index(self, user_id: str, version: int, memory_version: int) -> _UserIndex:
         cached = self._cache.get(user_id)
-        if cached is not None and cached.version == version:
+        if cached is not None and (cached.version, cached.memory_version) == (
+            version,
+            memory_version,
+        ):
             self._cache.move_to_end(user_id)
             return cached
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         async with lock:
             cached = self._cache.get(user_id)
-            if cached is not None and cached.version >= version:
+            if (
+                cached is not None
+                and cached.version >= version
+                and cached.memory_version == memory_version
+            ):
                 return cached
             # Read the version before the rows: a change racing this read leaves the cache
             # marked older than its content, which only costs one more rebuild.
             version = await self.repo.index_version(user_id) or version
-            rows = await self.repo.index_docs(user_id)
+            rows = await self.repo.index_docs(user_id, memory_version)
             # Built beside the cached index (which keeps serving) and reusing its token cache,
             # so only texts that changed are tokenized again.
             old = BM25Index(self.settings.bm25_backend) if cached is None else cached.bm25
@@ -89,6 +106,7 @@ class HybridRetriever:
             )
             entry = _UserIndex(
                 version=version,
+                memory_version=memory_version,
                 bm25=fresh,
                 meta={
                     r["id"]: (r["session_id"], r["ts"].timestamp(), (r["speaker"] or "").lower())
@@ -114,10 +132,11 @@ class HybridRetriever:
         strategy: str,
     ) -> list[dict] | None:
         """Ranked memories with scores, or None when the user is unknown."""
-        # The index generation (store + its model's embedder) is read once, before any await:
-        # a switch to another generation mid-search cannot mix a query vector of one model
-        # with the collection of another.
-        vectors, embed = self.vectors, self.embed
+        # The index generation (store + its model's embedder + its memory version) is read
+        # once, before any await: a switch to another generation mid-search cannot mix a query
+        # vector of one model with the collection of another, nor one version's memories with
+        # another's.
+        vectors, embed, memory_version = self.vectors, self.embed, self.memory_version
         version = await self.repo.index_version(user_id)
         if version is None:
             return None
@@ -128,7 +147,7 @@ class HybridRetriever:
             return await vectors.search(user_id, vector, depth, filters)
 
         async def by_bm25() -> list[tuple[str, float]]:
-            idx = await self._user_index(user_id, version)
+            idx = await self._user_index(user_id, version, memory_version)
             return idx.bm25.search(query, depth, idx.allowed(filters))
 
         if strategy == "embedding":
@@ -146,7 +165,7 @@ class HybridRetriever:
         # Hydrate from PostgreSQL, the system of record: an id the index still holds but the
         # database no longer does (a crash between the two writes) is never returned.
         head = ranked[: limit + 10]
-        rows = await self.repo.memories_by_ids(user_id, [i for i, _ in head])
+        rows = await self.repo.memories_by_ids(user_id, [i for i, _ in head], memory_version)
         out = []
         for doc_id, score in head:
             row = rows.get(doc_id)
@@ -168,6 +187,8 @@ class _Generation:
     store: QdrantVectorStore
     embed: object  # async (list[str]) -> list[vector], with this generation's model
     served: bool  # True when the Embedder deployment runs this model
+    memory_version: int = 1  # the memory entries it indexes
+    extraction: dict | None = None  # how that memory version was built (None: the service)
 
 
 LIVE = ("building", "active", "previous")
@@ -200,6 +221,8 @@ class RetrievalRouterDeployment:
         self.generations: dict[int, _Generation] = {}
         self._local_models: dict[str, object] = {}
         self._gen_lock = asyncio.Lock()
+        # Generations retired by this replica whose vectors are not dropped yet: collection.
+        self._pending_drop: dict[int, str] = {}
         await self.pool.execute(
             "INSERT INTO vector_generations (generation, embedding_model, dim, collection,"
             " status, activated_at) VALUES (0, $1, $2, $3, 'active', now())"
@@ -246,24 +269,37 @@ class RetrievalRouterDeployment:
         )
         return _Generation(
             row["generation"], row["embedding_model"], row["dim"], row["status"], store, embed,
-            served,
+            served, row["memory_version"], row["extraction"],
         )
 
     async def _refresh_generations(self) -> None:
         async with self._gen_lock:
             rows = await self.pool.fetch(
-                "SELECT generation, embedding_model, dim, collection, status"
-                " FROM vector_generations WHERE status <> 'retired' ORDER BY generation"
+                "SELECT generation, embedding_model, dim, collection, status, memory_version,"
+                " extraction FROM vector_generations WHERE status <> 'retired'"
+                " ORDER BY generation"
             )
             gens = {r["generation"]: await self._generation(r) for r in rows}
             self.generations = gens
             active = next((g for g in gens.values() if g.status == "active"), None)
+            r = self.retriever
             if active is not None and (
-                self.retriever.vectors is not active.store or self.retriever.embed != active.embed
+                r.vectors is not active.store
+                or r.embed != active.embed
+                or r.memory_version != active.memory_version
             ):
-                # One synchronous step: searches read (store, embed) together.
-                self.retriever.vectors, self.retriever.embed = active.store, active.embed
-                logger.info("searching index generation %s (%s)", active.number, active.model)
+                # One synchronous step: searches read (store, embed, memory version) together.
+                r.vectors, r.embed, r.memory_version = (
+                    active.store,
+                    active.embed,
+                    active.memory_version,
+                )
+                logger.info(
+                    "searching index generation %s (%s, memory version %s)",
+                    active.number,
+                    active.model,
+                    active.memory_version,
+                )
 
     def _active(self) -> _Generation:
         return next(g for g in self.generations.values() if g.status == "active")
@@ -284,13 +320,15 @@ class RetrievalRouterDeployment:
             await asyncio.sleep(1.0)
 
     async def _sweep(self, g: _Generation, limit: int = 256) -> int:
-        """Embed into `g` the entries it lacks (new or changed since it was built)."""
+        """Embed into `g` the entries of its memory version it lacks (new or changed since it
+        was built)."""
         rows = await self.pool.fetch(
             "SELECT e.id::text AS id, e.user_id, e.session_id, e.ts, e.speaker, e.index_text,"
-            " e.updated_at FROM memory_entries e WHERE NOT EXISTS (SELECT 1 FROM"
-            " generation_members m WHERE m.generation=$1 AND m.entry_id=e.id) LIMIT $2",
+            " e.updated_at FROM memory_entries e WHERE e.version=$3 AND NOT EXISTS (SELECT 1"
+            " FROM generation_members m WHERE m.generation=$1 AND m.entry_id=e.id) LIMIT $2",
             g.number,
             limit,
+            g.memory_version,
         )
         if not rows:
             return 0
@@ -306,7 +344,15 @@ class RetrievalRouterDeployment:
 
     async def sweep_generation(self, generation: int, limit: int = 256) -> int:
         """Embed into `generation` up to `limit` entries it lacks; returns how many."""
-        return await self._sweep(self.generations[generation], limit)
+        return await self._sweep(await self._known(generation), limit)
+
+    async def _known(self, generation: int) -> _Generation:
+        """A generation created by another replica may not be known here yet: look again."""
+        if generation not in self.generations:
+            await self._refresh_generations()
+        if generation not in self.generations:
+            raise ValueError(f"no live index generation {generation}")
+        return self.generations[generation]
 
     async def mark_members(self, generation: int, items: list) -> None:
         """Record entries as embedded into `generation`, unless changed since they were read
@@ -318,118 +364,197 @@ class RetrievalRouterDeployment:
         )
 
     async def create_generation(self, model: str) -> dict:
-        """A new generation for `model` (status building), or the one already building for it,
-        so a restarted rebuild continues where it was."""
+        """A new generation for `model` (status building) indexing the active memory version,
+        or the one already building for them, so a restarted rebuild continues where it was."""
+        active = self._active()
         row = await self.pool.fetchrow(
             "SELECT generation, dim FROM vector_generations"
-            " WHERE status='building' AND embedding_model=$1",
+            " WHERE status='building' AND embedding_model=$1 AND memory_version=$2",
             model,
+            active.memory_version,
         )
         if row is None:
             local = await self._local_model(model) if model != self.embedding_model else None
             dim = local.dim if local is not None else self.vectors.dim
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Any other unfinished build is abandoned: one rebuild at a time.
-                await conn.execute(
-                    "UPDATE vector_generations SET status='retired' WHERE status='building'"
-                )
-                n = await conn.fetchval(
-                    "SELECT COALESCE(max(generation), 0) + 1 FROM vector_generations"
-                )
-                await conn.execute(
-                    "INSERT INTO vector_generations (generation, embedding_model, dim,"
-                    " collection, status) VALUES ($1, $2, $3, $4, 'building')",
-                    n,
-                    model,
-                    dim,
-                    f"{self.settings.qdrant_collection}__g{n}",
-                )
+            n = await self._insert_building(model, dim, active.memory_version, active.extraction)
             row = {"generation": n, "dim": dim}
+        await self._drop_retired()
         await self._refresh_generations()
-        return {"generation": row["generation"], "dim": row["dim"], "model": model}
+        return {
+            "generation": row["generation"],
+            "dim": row["dim"],
+            "model": model,
+            "memory_version": active.memory_version,
+        }
+
+    async def create_memory_version(self, extraction: dict, resume: int | None = None) -> dict:
+        """A new memory version (for a re-extraction) and the generation that indexes it, with
+        the active generation's embedding model; or, with `resume`, that generation if it is
+        still building (a restarted job continues where it was)."""
+        if resume is not None:
+            row = await self.pool.fetchrow(
+                "SELECT generation, embedding_model, dim, status, memory_version"
+                " FROM vector_generations WHERE generation=$1",
+                resume,
+            )
+            if row is None or row["status"] != "building":
+                status = row["status"] if row else "unknown"
+                raise ValueError(
+                    f"generation {resume} is {status}, no longer building: start a new job"
+                )
+        else:
+            active = self._active()
+            async with self.pool.acquire() as conn, conn.transaction():
+                version = await versions_repo.next_memory_version(conn)
+                n = await self._insert_building(
+                    active.model, active.dim, version, extraction, conn=conn
+                )
+            row = {
+                "generation": n,
+                "embedding_model": active.model,
+                "dim": active.dim,
+                "memory_version": version,
+            }
+        await self._drop_retired()
+        await self._refresh_generations()
+        return {
+            "generation": row["generation"],
+            "model": row["embedding_model"],
+            "dim": row["dim"],
+            "memory_version": row["memory_version"],
+            "served": row["embedding_model"] == self.embedding_model,
+        }
+
+    async def _insert_building(
+        self, model: str, dim: int, memory_version: int, extraction: dict | None, conn=None
+    ) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+                await stack.enter_async_context(conn.transaction())
+            # Any other unfinished build is abandoned: one rebuild at a time.
+            abandoned = await conn.fetch(
+                "UPDATE vector_generations SET status='retired' WHERE status='building'"
+                " RETURNING generation, collection"
+            )
+            n = await conn.fetchval(
+                "SELECT COALESCE(max(generation), 0) + 1 FROM vector_generations"
+            )
+            await conn.execute(
+                "INSERT INTO vector_generations (generation, embedding_model, dim, collection,"
+                " status, memory_version, extraction) VALUES ($1, $2, $3, $4, 'building', $5, $6)",
+                n,
+                model,
+                dim,
+                f"{self.settings.qdrant_collection}__g{n}",
+                memory_version,
+                extraction,
+            )
+        for r in abandoned:
+            logger.info("index generation %s abandoned for %s", r["generation"], n)
+        self._pending_drop.update((r["generation"], r["collection"]) for r in abandoned)
+        return n
 
     async def index_generation(self, generation: int, points: list[VectorPoint]) -> None:
-        await self.generations[generation].store.upsert(points)
+        await (await self._known(generation)).store.upsert(points)
+
+    async def delete_from_generation(self, generation: int, user_id: str, ids: list[str]) -> None:
+        """Remove points of one user from one generation (a re-extraction redoing a session)."""
+        if ids:
+            await (await self._known(generation)).store.delete(user_id, ids)
 
     async def generation_missing(self, generation: int) -> int:
+        """Entries of the generation's memory version that have no vector in it yet."""
         return await self.pool.fetchval(
-            "SELECT count(*) FROM memory_entries e WHERE NOT EXISTS (SELECT 1 FROM"
+            "SELECT count(*) FROM memory_entries e WHERE e.version = (SELECT memory_version"
+            " FROM vector_generations WHERE generation=$1) AND NOT EXISTS (SELECT 1 FROM"
             " generation_members m WHERE m.generation=$1 AND m.entry_id=e.id)",
             generation,
         )
 
     async def activate_generation(self, generation: int) -> dict:
-        """Make `generation` the one searched; the replaced one is kept for rollback."""
-        missing = await self.generation_missing(generation)
-        if missing:
-            raise RuntimeError(f"generation {generation} still lacks {missing} entries")
-        async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.fetchval(
-                "SELECT status FROM vector_generations WHERE generation=$1 FOR UPDATE", generation
-            )
-            if status not in ("building", "previous"):
-                raise ValueError(f"generation {generation} is {status!r}, cannot activate it")
-            retired = await conn.fetch(
-                "UPDATE vector_generations SET status='retired' WHERE status='previous'"
-                " AND generation <> $1 RETURNING generation, collection",
-                generation,
-            )
-            await conn.execute(
-                "UPDATE vector_generations SET status='retired' WHERE generation=$1", generation
-            )
-            await conn.execute(
-                "UPDATE vector_generations SET status='previous' WHERE status='active'"
-            )
-            await conn.execute(
-                "UPDATE vector_generations SET status='active', activated_at=now()"
-                " WHERE generation=$1",
-                generation,
-            )
-        # A retired generation is no longer written to (nor erased from): drop its vectors.
-        dropped = []
-        for r in retired:
-            g = self.generations.get(r["generation"])
-            if g is not None:
-                await g.store.drop_all()
-                dropped.append(r["generation"])
-        await self._refresh_generations()
-        return {"active": generation, "dropped": dropped, **self.generation_status()}
+        """Make `generation` the one searched (its memory version the one served); the
+        replaced one is kept for rollback. A generation being built must be complete: every
+        entry of its version embedded, and (new memory version) every done message in it."""
+        g = await self._known(generation)
+        if g.status == "building" or not g.served:
+            # A served generation that is live is kept current by every write; the others
+            # are filled by their job and the sweep.
+            missing = await self.generation_missing(generation)
+            if missing:
+                raise RuntimeError(f"generation {generation} still lacks {missing} entries")
+        return await self._switch(generation, ("building", "previous"))
 
     async def rollback_generation(self) -> dict:
-        """One call: the previous generation becomes active again, the active one previous."""
+        """One call: the previous generation (and its memory version) becomes active again,
+        the active one previous. Messages processed meanwhile are queued for the worker, which
+        writes their memories into the restored version."""
+        prev = await self.pool.fetchval(
+            "SELECT generation FROM vector_generations WHERE status='previous'"
+        )
+        if prev is None:
+            raise ValueError("no previous index generation to roll back to")
+        return await self._switch(prev, ("previous",))
+
+    async def _switch(self, generation: int, allowed: tuple[str, ...]) -> dict:
         async with self.pool.acquire() as conn, conn.transaction():
-            prev = await conn.fetchval(
-                "SELECT generation FROM vector_generations WHERE status='previous' FOR UPDATE"
-            )
-            if prev is None:
-                raise ValueError("no previous index generation to roll back to")
-            await conn.execute(
-                "UPDATE vector_generations SET status='retired' WHERE generation=$1", prev
-            )
-            await conn.execute(
-                "UPDATE vector_generations SET status='previous' WHERE status='active'"
-            )
-            await conn.execute(
-                "UPDATE vector_generations SET status='active', activated_at=now()"
-                " WHERE generation=$1",
-                prev,
-            )
+            done = await versions_repo.switch(conn, generation, allowed)
+        self._pending_drop.update(done.retired)
+        dropped = await self._drop_retired()
         await self._refresh_generations()
-        return {"active": prev, **self.generation_status()}
+        logger.info(
+            "switched to index generation %s (memory version %s); requeued %s",
+            generation,
+            done.memory_version,
+            done.requeued,
+        )
+        return {
+            "active": generation,
+            "memory_version": done.memory_version,
+            "replaced": done.replaced,
+            "requeued": done.requeued,
+            "dropped": dropped,
+            **self.generation_status(),
+        }
+
+    async def _drop_retired(self) -> list[int]:
+        """A retired generation is no longer written to (nor erased from): drop its vectors,
+        and the entries of memory versions no live generation indexes any more."""
+        dropped = []
+        for number, collection in sorted(self._pending_drop.items()):
+            g = self.generations.get(number)
+            store = g.store if g is not None else self.vectors.with_base(collection, 1)
+            await store.drop_all()
+            del self._pending_drop[number]
+            dropped.append(number)
+        removed = await versions_repo.drop_orphan_versions(self.pool)
+        if removed:
+            logger.info("dropped the entries of retired memory versions: %s", removed)
+        return dropped
 
     def generation_status(self) -> dict:
         return {
             "generations": [
-                {"generation": g.number, "model": g.model, "dim": g.dim, "status": g.status}
+                {
+                    "generation": g.number,
+                    "model": g.model,
+                    "dim": g.dim,
+                    "status": g.status,
+                    "memory_version": g.memory_version,
+                    "extraction": g.extraction,
+                }
                 for g in sorted(self.generations.values(), key=lambda g: g.number)
             ]
         }
 
-    async def _write_served(self, points: list[VectorPoint]) -> None:
-        # Generations of the Embedder's model take the vectors as they are; the others embed
-        # the entry again with their own model (sweep), because their membership row is gone.
-        for g in self.generations.values():
-            if g.served and g.status in LIVE:
+    async def _write_served(self, points: list[VectorPoint], memory_version: int) -> None:
+        # Generations of the Embedder's model that index the entries' memory version take the
+        # vectors as they are; the others embed the entry again with their own model (sweep),
+        # because their membership row is gone. Other memory versions never see them.
+        if not points:
+            return
+        for g in list(self.generations.values()):
+            if g.served and g.status in LIVE and g.memory_version == memory_version:
                 await g.store.upsert(points)
 
     async def _delete_everywhere(self, user_id: str, ids: list[str]) -> None:
@@ -463,7 +588,8 @@ class RetrievalRouterDeployment:
 
         links = await linked_memories(self.pool, user_id, [r["id"] for r in results], per_hit)
         wanted = sorted({lk["id"] for lst in links.values() for lk in lst})
-        rows = await self.repo.memories_by_ids(user_id, wanted) if wanted else {}
+        version = self.retriever.memory_version
+        rows = await self.repo.memories_by_ids(user_id, wanted, version) if wanted else {}
         for r in results:
             r["linked"] = [
                 {**rows[lk["id"]], "reason": lk["reason"], "link_score": lk["link_score"]}
@@ -471,8 +597,12 @@ class RetrievalRouterDeployment:
                 if lk["id"] in rows
             ]
 
-    async def index(self, points: list[VectorPoint]) -> None:
-        await self._write_served(points)
+    async def index(self, points: list[VectorPoint], memory_version: int = 1) -> None:
+        """Index entries of `memory_version` (the worker read it, under the switch lock, as
+        the active one) into the generations that index that version."""
+        if not any(g.memory_version == memory_version for g in self.generations.values()):
+            await self._refresh_generations()  # switched by another replica a moment ago
+        await self._write_served(points, memory_version)
 
     async def update_memory(self, user_id: str, memory_id: str, patch: dict) -> dict | None:
         """Change a memory in PostgreSQL and the vector index together, or not at all."""
@@ -502,7 +632,8 @@ class RetrievalRouterDeployment:
                             ts=row["ts"],
                             speaker=row["speaker"],
                         )
-                    ]
+                    ],
+                    row["version"],
                 )
                 await conn.execute(
                     "DELETE FROM generation_members WHERE entry_id=$1::uuid", row["id"]
@@ -517,12 +648,15 @@ class RetrievalRouterDeployment:
         changed entries ({id, index_text, session_id, ts, speaker}), drop removed ones."""
         if upserts:
             vectors = await self._embed([u["index_text"] for u in upserts])
-            await self._write_served(
-                [
-                    VectorPoint(u["id"], v, user_id, u["session_id"], u["ts"], u["speaker"])
-                    for u, v in zip(upserts, vectors, strict=True)
-                ]
-            )
+            for version in sorted({u.get("version", 1) for u in upserts}):
+                await self._write_served(
+                    [
+                        VectorPoint(u["id"], v, user_id, u["session_id"], u["ts"], u["speaker"])
+                        for u, v in zip(upserts, vectors, strict=True)
+                        if u.get("version", 1) == version
+                    ],
+                    version,
+                )
         if deletes:
             await self._delete_everywhere(user_id, deletes)
 
@@ -574,6 +708,7 @@ class RetrievalRouterDeployment:
             "cached_users": len(self.retriever._cache),
             "index_generation": active.number,
             "index_model": active.model,
+            "memory_version": active.memory_version,
         }
 
     def __del__(self) -> None:

@@ -246,11 +246,17 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-JobKind = Literal["consolidate", "link", "reembed", "rollback"]
+JobKind = Literal["consolidate", "link", "reembed", "reextract", "rollback"]
+_PARAMS = (
+    "decider", "linker", "top_k", "min_score", "min_ratio", "model", "prompt", "compress_rate",
+    "no_compress", "llm_model", "no_llm", "entry_unit", "activate",
+)  # fmt: skip
 
 
 class JobRequest(_Strict):
-    """POST /v1/jobs. `rollback` switches searches back to the previous index generation."""
+    """POST /v1/jobs. `rollback` switches searches (and the memory version served) back to the
+    previous index generation; `reextract` rebuilds every memory from the raw messages into a
+    new memory version (defaults: what the service extracts with now)."""
 
     kind: JobKind
     user_id: Id | None = Field(default=None, description="one user; omitted: everyone")
@@ -261,10 +267,33 @@ class JobRequest(_Strict):
     min_score: float | None = Field(default=None, ge=-1, le=1)
     min_ratio: float | None = Field(default=None, gt=0, le=1)
     model: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    # reextract
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] | None = Field(
+        default=None, description="reextract: system prompt of the LLM extraction"
+    )
+    compress_rate: float | None = Field(
+        default=None, gt=0, le=1, description="reextract: LLMLingua-2 rate (needs the Compressor)"
+    )
+    no_compress: bool | None = Field(default=None, description="reextract: no compression")
+    llm_model: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = Field(
+        default=None, description="reextract: this model on the service's OpenAI-compatible LLM"
+    )
+    no_llm: bool | None = Field(default=None, description="reextract: extractive entries")
+    entry_unit: Literal["message", "message_ctx", "window2", "window3"] | None = None
+    activate: bool | None = Field(
+        default=None, description="reextract: switch to the new version when built (default)"
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("prompt is blank")
+        return v
 
     @model_validator(mode="after")
     def _fits_kind(self) -> JobRequest:
-        if self.kind in ("reembed", "rollback") and self.user_id is not None:
+        if self.kind in ("reembed", "reextract", "rollback") and self.user_id is not None:
             raise ValueError(f"a {self.kind} job covers every user: user_id is not allowed")
         if self.kind == "reembed" and self.model is None and self.job_id is None:
             raise ValueError("a reembed job needs model")
@@ -272,19 +301,33 @@ class JobRequest(_Strict):
             "consolidate": {"decider", "top_k", "min_score", "min_ratio"},
             "link": {"linker", "top_k", "min_score"},
             "reembed": {"model"},
+            "reextract": {
+                "prompt", "compress_rate", "no_compress", "llm_model", "no_llm", "entry_unit",
+                "activate",
+            },
             "rollback": set(),
-        }[self.kind]
-        given = {
-            k for k in ("decider", "linker", "top_k", "min_score", "min_ratio", "model")
-            if getattr(self, k) is not None
-        }
+        }[self.kind]  # fmt: skip
+        given = {k for k in _PARAMS if getattr(self, k) is not None}
         if given - allowed:
             raise ValueError(f"{sorted(given - allowed)} do not apply to a {self.kind} job")
+        if self.compress_rate is not None and self.no_compress:
+            raise ValueError("compress_rate and no_compress exclude each other")
+        if self.llm_model is not None and self.no_llm:
+            raise ValueError("llm_model and no_llm exclude each other")
+        if self.job_id is not None and given:
+            raise ValueError("a resumed job keeps its parameters: give only kind and job_id")
         return self
 
     def job_params(self) -> dict:
-        keys = ("decider", "linker", "top_k", "min_score", "min_ratio", "model")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        """The parameters as the job's command-line options take them (switches as True)."""
+        out = {
+            k: getattr(self, k)
+            for k in _PARAMS
+            if k != "activate" and getattr(self, k) not in (None, False)
+        }
+        if self.activate is False:
+            out["no_activate"] = True
+        return out
 
 
 class JobStatus(BaseModel):

@@ -31,9 +31,11 @@ def extraction_entries(
     embedding_model: str,
     backend: str,
     model: str,
+    version: int = 1,
 ) -> list[EntryRow]:
     """`messages`: the flushed buffer's messages in seq order; `topics`: message id -> topic
-    index. Facts take the time stamp and topic of their first source message."""
+    index; `version`: the memory version the entries belong to. Facts take the time stamp and
+    topic of their first source message."""
     by_id = {m.message_id: m for m in messages}
     origin = {"flush_index": flush_index, "llm_backend": backend, "llm_model": model}
     rows: list[EntryRow] = []
@@ -46,7 +48,9 @@ def extraction_entries(
         fact_topics = sorted({topics[m.message_id] for m in sources if m.message_id in topics})
         rows.append(
             EntryRow(
-                id=entry_id(user_id, session_id, "fact", [f"flush:{flush_index}", str(i)]),
+                id=entry_id(
+                    user_id, session_id, "fact", [f"flush:{flush_index}", str(i)], version
+                ),
                 user_id=user_id,
                 session_id=session_id,
                 kind="fact",
@@ -66,6 +70,7 @@ def extraction_entries(
                 },
                 importance=fact.importance,
                 embedding_model=embedding_model,
+                version=version,
             )
         )
     if extraction.summary and messages:
@@ -73,7 +78,7 @@ def extraction_entries(
         all_topics = sorted({topics[m.message_id] for m in messages if m.message_id in topics})
         rows.append(
             EntryRow(
-                id=entry_id(user_id, session_id, "summary", [f"flush:{flush_index}"]),
+                id=entry_id(user_id, session_id, "summary", [f"flush:{flush_index}"], version),
                 user_id=user_id,
                 session_id=session_id,
                 kind="summary",
@@ -87,6 +92,7 @@ def extraction_entries(
                 metadata={**origin, "topic_indexes": all_topics, "facts": len(rows)},
                 importance=None,
                 embedding_model=embedding_model,
+                version=version,
             )
         )
     return rows

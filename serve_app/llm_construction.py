@@ -11,6 +11,11 @@ usage counters. Outcomes:
 - anything else (embedder, index, PostgreSQL down): pending again after a delay.
 Without an LLM (backends removed while tasks were queued) extraction tasks are turned into
 extractive entries, so nothing waits for an LLM that will not come.
+
+Entries go into the active memory version, read in the commit transaction under the
+version-switch lock; the LLM is prompted with that version's prompt (a version built by a
+re-extraction with its own prompt keeps extracting new messages with it). If the version
+changed between the call and the commit, the task is simply run again.
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ from serve_app.llm.resilience import LLMOutputInvalid, LLMUnavailable, Resilient
 from serve_app.llm.summaries import SessionNote, summarize_session
 from serve_app.metrics import PipelineTotals
 from serve_app.storage.llm_tasks_repo import LLMTask, LLMTasksRepo, SourceRow
-from serve_app.storage.postgres import EntryRow, Repository, entry_id
+from serve_app.storage.postgres import EntryRow, Repository, active_version, entry_id
 from serve_app.storage.vectors import VectorPoint
 from serve_app.timeparse import weekday_name
 
 logger = logging.getLogger("ray.serve")
 
 Embed = Callable[[list[str]], Awaitable[Sequence]]
-Index = Callable[[list[VectorPoint]], Awaitable[None]]
+Index = Callable[[list[VectorPoint], int], Awaitable[None]]  # (points, memory version)
 
 MAX_RETRY_DELAY_S = 300.0
 
@@ -46,6 +51,10 @@ class _Lost(Exception):
 
 class _UserBusy(Exception):
     """The user is being erased: the erase deletes the task."""
+
+
+class _VersionChanged(Exception):
+    """The active memory version changed during the LLM call (maybe its prompt too)."""
 
 
 @dataclass
@@ -169,6 +178,10 @@ class LLMConstruction:
         except _UserBusy:
             await self._postpone(task, 1.0, "user being erased", None)
             out.postponed += 1
+        except _VersionChanged as e:
+            usage = e.args[0] if e.args else None
+            await self._postpone(task, 0.1, "memory version switched during the call", usage)
+            out.postponed += 1
         except Exception as e:
             delay = self._delay(task)
             logger.exception("LLM task %s failed; retry in %.1fs", task.key, delay)
@@ -200,32 +213,41 @@ class LLMConstruction:
         )
         topics = {m: s.topic_index for s in task.segments for m in s.message_ids}
         usage = None
-        if self.llm is None:
-            rows = await self._extractive_rows(task, sources, topics)
-        else:
+        result = None
+        if self.llm is not None and sources:
+            seen_version, extraction = await active_version(self.repo.pool)
             result = await extract_memories(
                 self.llm,
                 [SourceMessage.from_stored(r.message, text=r.compressed) for r in sources],
                 limits=self.llm_settings.limits(),
                 max_tokens=self.llm_settings.extraction_max_tokens,
                 temperature=self.llm_settings.temperature,
+                system_prompt=extraction.get("prompt"),
             )
             usage = result.usage
             if not result.value.report.clean:
                 logger.info("extraction %s repaired: %s", task.key, result.value.report)
-            rows = extraction_entries(
-                result.value,
-                user_id=task.user_id,
-                session_id=task.session_id,
-                flush_index=task.flush_index,
-                messages=[r.message for r in sources],
-                topics=topics,
-                embedding_model=self.embedding_model,
-                backend=result.reply.backend,
-                model=result.reply.model,
-            )
         async with self.repo.pool.acquire() as conn, conn.transaction():
             await self._hold(conn, task)
+            version, extraction = await self.repo.lock_active_version(conn)
+            if result is None:
+                unit = extraction.get("entry_unit") or self.entry_unit
+                rows = await self._extractive_rows(conn, task, sources, topics, version, unit)
+            else:
+                if version != seen_version:
+                    raise _VersionChanged(usage)
+                rows = extraction_entries(
+                    result.value,
+                    user_id=task.user_id,
+                    session_id=task.session_id,
+                    flush_index=task.flush_index,
+                    messages=[r.message for r in sources],
+                    topics=topics,
+                    embedding_model=self.embedding_model,
+                    backend=result.reply.backend,
+                    model=result.reply.model,
+                    version=version,
+                )
             if rows:
                 vectors = await self.embed([r.index_text for r in rows])
                 await self.index(
@@ -239,12 +261,13 @@ class LLMConstruction:
                             speaker=r.speaker,
                         )
                         for r, v in zip(rows, vectors, strict=True)
-                    ]
+                    ],
+                    version,
                 )
                 await self.repo.insert_entries(conn, rows)
                 await self.repo.bump_index_version(conn, [task.user_id])
             done = await LLMTasksRepo.mark_done(
-                conn, task.user_id, task.session_id, task.message_ids
+                conn, task.user_id, task.session_id, task.message_ids, version
             )
             if usage is not None:
                 await LLMTasksRepo.add_usage(conn, task.user_id, task.session_id, usage)
@@ -264,24 +287,29 @@ class LLMConstruction:
             raise _UserBusy()
 
     async def _extractive_rows(
-        self, task: LLMTask, sources: list[SourceRow], topics: dict[str, int]
+        self,
+        conn,
+        task: LLMTask,
+        sources: list[SourceRow],
+        topics: dict[str, int],
+        version: int,
+        unit: str,
     ) -> list[EntryRow]:
         messages = [r.message for r in sources]
         if not messages:
             return []
-        async with self.repo.pool.acquire() as conn:
-            previous = await self.repo.previous_messages(
-                conn, [(task.user_id, task.session_id, messages[0].seq)]
-            )
-        drafts = build_entries(
-            messages, previous.get((task.user_id, task.session_id)), unit=self.entry_unit
+        previous = await self.repo.previous_messages(
+            conn, [(task.user_id, task.session_id, messages[0].seq)]
         )
+        drafts = build_entries(messages, previous.get((task.user_id, task.session_id)), unit=unit)
         rows = []
         for d in drafts:
             topic = topics.get(d.source_message_ids[0])
             rows.append(
                 EntryRow(
-                    id=entry_id(task.user_id, task.session_id, "message", d.source_message_ids),
+                    id=entry_id(
+                        task.user_id, task.session_id, "message", d.source_message_ids, version
+                    ),
                     user_id=task.user_id,
                     session_id=task.session_id,
                     kind="message",
@@ -295,6 +323,7 @@ class LLMConstruction:
                     metadata={**d.metadata, "topic_index": topic, "flush_index": task.flush_index},
                     importance=None,
                     embedding_model=self.embedding_model,
+                    version=version,
                 )
             )
         return rows

@@ -21,6 +21,7 @@ from serve_app.jobs import store
 from serve_app.jobs.consolidation import GroupDecision, older_candidates, plan_group
 from serve_app.jobs.deciders import make_decider
 from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from serve_app.storage.postgres import ACTIVE_VERSION
 
 logger = logging.getLogger("memserve.jobs")
 KIND = "consolidate"
@@ -190,7 +191,8 @@ def run_consolidation(run: JobRun, args) -> None:
     ds = (
         read_sql(
             run.dsn,
-            f"SELECT e.id::text AS id, e.user_id FROM memory_entries e WHERE {where} AND NOT"
+            f"SELECT e.id::text AS id, e.user_id FROM memory_entries e WHERE {where}"
+            f" AND e.version = {ACTIVE_VERSION} AND NOT"
             " EXISTS (SELECT 1 FROM job_items j WHERE j.job_id=%s AND j.stage='queue'"
             " AND j.item_id = e.id::text) ORDER BY e.user_id, e.id",
             (*scope, job),

@@ -2,7 +2,10 @@
 
     python -m serve_app.jobs.generations status|rollback|activate N [--app memserve]
 
-Runs as a Ray driver on the service's cluster (e.g. through `ray job submit`)."""
+A generation indexes one memory version (`memory_version` in the status, with the extraction
+parameters that built it), so activating or rolling back a generation switches the embedding
+model and the memories served together. Runs as a Ray driver on the service's cluster (e.g.
+through `ray job submit`); GET /v1/generations shows the same status."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import numpy as np
 from serve_app.jobs import store
 from serve_app.jobs.deciders import make_linker
 from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from serve_app.storage.postgres import ACTIVE_VERSION
 
 KIND = "link"
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         where, scope = store.user_scope(run.user_id, "e.user_id")
         ds = read_sql(
             run.dsn,
-            f"SELECT e.id::text AS id, e.user_id FROM memory_entries e WHERE {where} AND NOT"
+            f"SELECT e.id::text AS id, e.user_id FROM memory_entries e WHERE {where}"
+            f" AND e.version = {ACTIVE_VERSION} AND NOT"
             " EXISTS (SELECT 1 FROM job_items j WHERE j.job_id=%s AND j.stage='link'"
             " AND j.item_id = e.id::text) ORDER BY e.user_id, e.id",
             (*scope, job),

@@ -102,15 +102,20 @@ def main(argv: list[str] | None = None) -> None:
             run.save_state(generation=gen)
         else:
             handle.create_generation.remote(run.params["model"]).result()
-        total = store.count_entries(run.conn, None)
+        # The generation indexes one memory version (the one active when it was created).
+        version = run.conn.execute(
+            "SELECT memory_version FROM vector_generations WHERE generation=%s", (gen,)
+        ).fetchone()["memory_version"]
+        total = store.count_entries(run.conn, None, version)
         done = total - handle.generation_missing.remote(gen).result()
         ds = (
             read_sql(
                 run.dsn,
                 "SELECT e.id::text AS id, e.user_id, e.session_id, e.ts, e.speaker, e.index_text,"
-                " e.updated_at FROM memory_entries e WHERE NOT EXISTS (SELECT 1 FROM"
-                " generation_members m WHERE m.generation=%s AND m.entry_id=e.id) ORDER BY e.id",
-                (gen,),
+                " e.updated_at FROM memory_entries e WHERE e.version=%s AND NOT EXISTS (SELECT 1"
+                " FROM generation_members m WHERE m.generation=%s AND m.entry_id=e.id)"
+                " ORDER BY e.id",
+                (version, gen),
             )
             .map_batches(
                 EmbedBatch,

@@ -130,11 +130,21 @@ class JobRun:
             )
             logger.info("job %s %s", self.job_id, p.line(stage))
 
-    def run_stage(self, stage: str, ds: ray.data.Dataset, total: int, done: int) -> Progress:
-        """Drive `ds` (whose batches carry an `n` column: rows finished) to the end."""
+    def run_stage(
+        self,
+        stage: str,
+        ds: ray.data.Dataset,
+        total: int,
+        done: int,
+        on_batch: Callable[[dict], None] | None = None,
+    ) -> Progress:
+        """Drive `ds` (whose batches carry an `n` column: rows finished) to the end;
+        `on_batch` sees every output batch (e.g. to collect errors the actors report)."""
         p = Progress(total=max(total, done), done=done)
         self.report(stage, p, force=True)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if on_batch is not None:
+                on_batch(batch)
             p.add(int(batch["n"].sum()))
             p.total = max(p.total, p.done)
             self.report(stage, p)

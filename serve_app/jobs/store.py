@@ -15,6 +15,8 @@ from psycopg.types.json import Jsonb
 
 from serve_app.jobs.consolidation import Entry, GroupDecision, GroupPlan
 from serve_app.jobs.linking import Link
+from serve_app.llm.accounting import LLMUsage
+from serve_app.storage.postgres import ACTIVE_VERSION, EntryRow
 
 JOB_COLUMNS = (
     "id::text AS id, kind, user_id, params, state, status, stage, total, done, rate_per_s,"
@@ -154,10 +156,15 @@ def user_scope(user_id: str | None, column: str = "user_id") -> tuple[str, tuple
     return (f"{column} = %s", (user_id,)) if user_id else ("TRUE", ())
 
 
-def count_entries(conn: psycopg.Connection, user_id: str | None) -> int:
+def count_entries(
+    conn: psycopg.Connection, user_id: str | None, version: int | None = None
+) -> int:
+    """Entries of one user or everyone in memory version `version` (default: the active one)."""
     where, params = user_scope(user_id)
     return conn.execute(
-        f"SELECT count(*) AS n FROM memory_entries WHERE {where}", params
+        f"SELECT count(*) AS n FROM memory_entries WHERE {where}"
+        f" AND version = COALESCE(%s, {ACTIVE_VERSION})",
+        (*params, version),
     ).fetchone()["n"]
 
 
@@ -176,9 +183,11 @@ def load_entries(
 ) -> dict[str, Entry]:
     if not ids:
         return {}
+    # Only the active memory version: a job never acts on the memories of another version.
     rows = conn.execute(
         "SELECT id, text, ts, session_id, source_message_ids FROM memory_entries"
-        " WHERE user_id=%s AND id = ANY(%s::uuid[]) ORDER BY id" + (" FOR UPDATE" if lock else ""),
+        f" WHERE user_id=%s AND id = ANY(%s::uuid[]) AND version = {ACTIVE_VERSION} ORDER BY id"
+        + (" FOR UPDATE" if lock else ""),
         (user_id, list(ids)),
     ).fetchall()
     return {str(r["id"]): _entry(r) for r in rows}
@@ -191,6 +200,48 @@ def lock_user_shared(conn: psycopg.Connection, user_id: str) -> None:
 
 def bump_index_version(conn: psycopg.Connection, user_id: str) -> None:
     conn.execute("UPDATE users SET index_version = index_version + 1 WHERE user_id=%s", (user_id,))
+
+
+def insert_entries(conn: psycopg.Connection, rows: Sequence[EntryRow]) -> None:
+    """Repository.insert_entries for synchronous job code (same columns, same conflict rule)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO memory_entries (id, user_id, session_id, kind, text, index_text, ts,"
+            " weekday, speaker, source_message_ids, topic_id, metadata, importance,"
+            " embedding_model, version)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            [
+                (
+                    e.id, e.user_id, e.session_id, e.kind, e.text, e.index_text, e.ts,
+                    e.weekday, e.speaker, list(e.source_message_ids), e.topic_id,
+                    Jsonb(e.metadata), e.importance, e.embedding_model, e.version,
+                )
+                for e in rows
+            ],
+        )  # fmt: skip
+
+
+_USAGE_COLUMNS = (
+    "calls", "ok", "transient_errors", "timeouts", "backend_down", "rejected",
+    "parse_failures", "repair_calls", "prompt_tokens", "completion_tokens",
+)  # fmt: skip
+
+
+def add_llm_usage(conn: psycopg.Connection, usage: LLMUsage) -> None:
+    """A job's LLM calls and tokens, added to the per-backend ledger (`llm_usage`)."""
+    rows = usage.rows()
+    if not rows:
+        return
+    cols = ", ".join(_USAGE_COLUMNS)
+    values = ", ".join(["%s"] * len(_USAGE_COLUMNS))
+    updates = ", ".join(f"{c} = llm_usage.{c} + EXCLUDED.{c}" for c in _USAGE_COLUMNS)
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO llm_usage (backend, model, {cols}) VALUES (%s, %s, {values})"
+            f" ON CONFLICT (backend, model) DO UPDATE SET {updates}, updated_at = now()",
+            [(r["backend"], r["model"], *(r[c] for c in _USAGE_COLUMNS)) for r in rows],
+        )
 
 
 # --- consolidation ------------------------------------------------------------------------------
@@ -264,7 +315,7 @@ def apply_plan(conn: psycopg.Connection, job_id: str, user_id: str, plan: GroupP
 
 def vector_row(conn: psycopg.Connection, entry_id: str) -> dict:
     r = conn.execute(
-        "SELECT id::text AS id, index_text, session_id, ts, speaker FROM memory_entries"
+        "SELECT id::text AS id, index_text, session_id, ts, speaker, version FROM memory_entries"
         " WHERE id=%s",
         (entry_id,),
     ).fetchone()

@@ -17,7 +17,11 @@ def entrypoint(kind: str, job_id: str, user_id: str | None, params: dict) -> str
     if user_id:
         args += ["--user-id", user_id]
     for key, value in params.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:  # a switch (store_true option)
+            args.append(flag)
+        elif value is not False and value is not None:
+            args += [flag, str(value)]
     return shlex.join(args)
 
 

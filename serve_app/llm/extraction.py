@@ -166,8 +166,12 @@ def extraction_schema(labels: Sequence[str], limits: ExtractionLimits | None = N
 
 
 def build_extraction_request(
-    messages: Sequence[SourceMessage], limits: ExtractionLimits | None = None
+    messages: Sequence[SourceMessage],
+    limits: ExtractionLimits | None = None,
+    system_prompt: str | None = None,
 ) -> ExtractionRequest:
+    """`system_prompt` replaces SYSTEM_PROMPT (a memory version built with another prompt);
+    the reply's JSON schema stays the same."""
     if not messages:
         raise ValueError("nothing to extract from: no messages")
     ids = [m.message_id for m in messages]
@@ -175,7 +179,7 @@ def build_extraction_request(
         raise ValueError("message ids must be unique within one extraction")
     labels = [f"m{i}" for i in range(1, len(messages) + 1)]
     chat = [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt or SYSTEM_PROMPT},
         {"role": "user", "content": render_messages(messages, labels)},
     ]
     return ExtractionRequest(
@@ -305,12 +309,13 @@ async def extract_memories(
     limits: ExtractionLimits | None = None,
     max_tokens: int = 1536,
     temperature: float = 0.0,
+    system_prompt: str | None = None,
 ) -> LLMResult[Extraction]:
     """One LLM call (plus retries/repair) for one flushed buffer.
 
     Raises `LLMUnavailable` (leave the buffer pending) or `LLMOutputInvalid` (mark it failed).
     """
-    request = build_extraction_request(messages, limits)
+    request = build_extraction_request(messages, limits, system_prompt)
     return await llm.call(
         request.messages,
         request.schema,

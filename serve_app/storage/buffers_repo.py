@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from serve_app.messages import StoredMessage
-from serve_app.storage.postgres import _to_message
+from serve_app.storage.postgres import _to_message, add_version_sql
 
 _MESSAGE_COLUMNS = "user_id, session_id, message_id, seq, role, name, content, ts, metadata"
 
@@ -124,15 +124,22 @@ class BuffersRepo:
 
     @staticmethod
     async def mark_done(
-        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str]
+        conn: asyncpg.Connection,
+        user_id: str,
+        session_id: str,
+        ids: Sequence[str],
+        version: int,
     ) -> None:
+        """Done: their entries now exist in memory version `version`."""
         await conn.execute(
-            "UPDATE messages SET status='done', processed_at=now()"
+            "UPDATE messages SET status='done', processed_at=now(),"
+            f" versions={add_version_sql('$4')}"
             " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
             " AND status='buffered'",
             user_id,
             session_id,
             list(ids),
+            version,
         )
 
     @staticmethod

@@ -18,7 +18,7 @@ import asyncpg
 
 from serve_app.llm.accounting import LLMUsage
 from serve_app.messages import StoredMessage
-from serve_app.storage.postgres import _to_message
+from serve_app.storage.postgres import ACTIVE_VERSION, _to_message, add_version_sql
 
 Executor = asyncpg.Connection | asyncpg.Pool
 SUMMARY_INDEX = -1  # flush_index of a session's summary task
@@ -247,6 +247,7 @@ class LLMTasksRepo:
         return await conn.fetch(
             "SELECT ts, text, kind, importance FROM memory_entries"
             " WHERE user_id=$1 AND session_id=$2 AND kind IN ('fact', 'summary')"
+            f" AND version = {ACTIVE_VERSION}"
             " ORDER BY ts, kind, id",
             user_id,
             session_id,
@@ -266,15 +267,18 @@ class LLMTasksRepo:
 
     @staticmethod
     async def mark_done(
-        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str]
+        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str], version: int
     ) -> int:
+        """Done: their entries now exist in memory version `version`."""
         status = await conn.execute(
-            "UPDATE messages SET status='done', processed_at=now(), last_error=NULL"
+            "UPDATE messages SET status='done', processed_at=now(), last_error=NULL,"
+            f" versions={add_version_sql('$4')}"
             " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
             " AND status='buffered'",
             user_id,
             session_id,
             list(ids),
+            version,
         )
         return int(status.rsplit(" ", 1)[1])
 

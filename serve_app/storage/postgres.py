@@ -21,9 +21,33 @@ _ENTRY_NS = uuid.UUID("5b0c3e39-8a51-4a53-9a3e-0d7cf5a4c1e1")
 _MIGRATION_LOCK = 724_411_001
 
 
-def entry_id(user_id: str, session_id: str, kind: str, source_ids: Sequence[str]) -> str:
-    key = "\x1f".join([user_id, session_id, kind, *source_ids])
-    return str(uuid.uuid5(_ENTRY_NS, key))
+# Serialises writes of memory entries with switches of the active memory version: writers
+# (ingest worker, LLM step) hold it shared from reading the active version to their commit; a
+# switch holds it exclusively, so no entry is written into a version that stopped being active.
+VERSION_SWITCH_LOCK = 724_411_002
+# The memory version every read serves: the active vector generation's (1 before any exists).
+ACTIVE_VERSION = (
+    "COALESCE((SELECT memory_version FROM vector_generations WHERE status='active'), 1)"
+)
+
+
+def add_version_sql(version: str) -> str:
+    """SQL for a message's `versions` with `version` (an SQL expression) added once."""
+    return (
+        f"CASE WHEN {version} = ANY(versions) THEN versions"
+        f" ELSE array_append(versions, {version}) END"
+    )
+
+
+def entry_id(
+    user_id: str, session_id: str, kind: str, source_ids: Sequence[str], version: int = 1
+) -> str:
+    # Version 1 keeps the ids it always had; other versions get ids of their own, so the same
+    # message can have memories in several versions.
+    parts = [user_id, session_id, kind, *source_ids]
+    if version != 1:
+        parts.append(f"version:{version}")
+    return str(uuid.uuid5(_ENTRY_NS, "\x1f".join(parts)))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -97,11 +121,13 @@ class EntryRow:
     metadata: dict
     importance: float | None
     embedding_model: str
+    version: int = 1  # the memory version it belongs to
 
 
 MEMORY_COLUMNS = (
     "id::text AS id, user_id, session_id, kind, text, index_text, ts, weekday, speaker,"
-    " source_message_ids, topic_id, metadata, importance, embedding_model, created_at, updated_at"
+    " source_message_ids, topic_id, metadata, importance, embedding_model, created_at,"
+    " updated_at, version"
 )
 
 
@@ -240,7 +266,8 @@ class Repository:
         await conn.executemany(
             "INSERT INTO memory_entries (id, user_id, session_id, kind, text, index_text, ts,"
             " weekday, speaker, source_message_ids, topic_id, metadata, importance,"
-            " embedding_model) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            " embedding_model, version)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
             " ON CONFLICT (id) DO NOTHING",
             [
                 (
@@ -258,6 +285,7 @@ class Repository:
                     e.metadata,
                     e.importance,
                     e.embedding_model,
+                    e.version,
                 )
                 for e in entries
             ],
@@ -268,7 +296,8 @@ class Repository:
         conn: asyncpg.Connection, messages: Sequence[StoredMessage], raw_tokens: dict
     ) -> None:
         await conn.executemany(
-            "UPDATE messages SET status='done', processed_at=now(), attempts=attempts+1"
+            "UPDATE messages SET status='done', processed_at=now(), attempts=attempts+1,"
+            f" versions = {add_version_sql(ACTIVE_VERSION)}"
             " WHERE user_id=$1 AND session_id=$2 AND message_id=$3",
             [(m.user_id, m.session_id, m.message_id) for m in messages],
         )
@@ -277,6 +306,14 @@ class Repository:
             " WHERE user_id=$1 AND session_id=$2",
             [(u, s, n) for (u, s), n in raw_tokens.items()],
         )
+
+    @staticmethod
+    async def lock_active_version(conn: asyncpg.Connection) -> tuple[int, dict]:
+        """The active memory version and how it was built ({} for the service's own
+        configuration), held until the caller's transaction ends: a switch waits for it, so
+        entries written in this transaction land in a version that is still active."""
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", VERSION_SWITCH_LOCK)
+        return await active_version(conn)
 
     @staticmethod
     async def bump_index_version(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
@@ -305,25 +342,33 @@ class Repository:
     async def index_version(self, user_id: str) -> int | None:
         return await self.pool.fetchval("SELECT index_version FROM users WHERE user_id=$1", user_id)
 
-    async def index_docs(self, user_id: str) -> list[asyncpg.Record]:
+    async def index_docs(self, user_id: str, version: int | None = None) -> list[asyncpg.Record]:
+        """What BM25 indexes: the user's entries of `version` (default: the active one)."""
         return await self.pool.fetch(
             "SELECT id::text AS id, text, index_text, session_id, ts, speaker"
-            " FROM memory_entries WHERE user_id=$1",
+            f" FROM memory_entries WHERE user_id=$1 AND version = COALESCE($2, {ACTIVE_VERSION})",
             user_id,
+            version,
         )
 
-    async def memories_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, dict]:
+    async def memories_by_ids(
+        self, user_id: str, ids: Sequence[str], version: int | None = None
+    ) -> dict[str, dict]:
+        """Entries of memory version `version` (default: the active one) among `ids`."""
         rows = await self.pool.fetch(
             f"SELECT {MEMORY_COLUMNS} FROM memory_entries"
-            " WHERE user_id=$1 AND id = ANY($2::uuid[])",
+            " WHERE user_id=$1 AND id = ANY($2::uuid[])"
+            f" AND version = COALESCE($3, {ACTIVE_VERSION})",
             user_id,
             [uuid.UUID(i) for i in ids],
+            version,
         )
         return {r["id"]: dict(r) for r in rows}
 
     async def get_memory(self, user_id: str, memory_id: str) -> dict | None:
         r = await self.pool.fetchrow(
-            f"SELECT {MEMORY_COLUMNS} FROM memory_entries WHERE user_id=$1 AND id=$2",
+            f"SELECT {MEMORY_COLUMNS} FROM memory_entries WHERE user_id=$1 AND id=$2"
+            f" AND version = {ACTIVE_VERSION}",
             user_id,
             uuid.UUID(memory_id),
         )
@@ -337,7 +382,7 @@ class Repository:
         after: tuple[datetime, str] | None,
     ) -> list[dict]:
         args: list[Any] = [user_id]
-        where = ["user_id=$1"]
+        where = ["user_id=$1", f"version = {ACTIVE_VERSION}"]
         if session_id is not None:
             args.append(session_id)
             where.append(f"session_id=${len(args)}")
@@ -373,7 +418,8 @@ class Repository:
             session_id,
         )
         memories = await self.pool.fetchval(
-            "SELECT count(*) FROM memory_entries WHERE user_id=$1 AND session_id=$2",
+            "SELECT count(*) FROM memory_entries WHERE user_id=$1 AND session_id=$2"
+            f" AND version = {ACTIVE_VERSION}",
             user_id,
             session_id,
         )
@@ -395,7 +441,8 @@ class Repository:
             "UPDATE memory_entries SET text = COALESCE($3, text),"
             " index_text = COALESCE($4, index_text), metadata = COALESCE($5, metadata),"
             " importance = COALESCE($6, importance), updated_at = now()"
-            f" WHERE user_id=$1 AND id=$2 RETURNING {MEMORY_COLUMNS}",
+            f" WHERE user_id=$1 AND id=$2 AND version = {ACTIVE_VERSION}"
+            f" RETURNING {MEMORY_COLUMNS}",
             user_id,
             uuid.UUID(memory_id),
             text,
@@ -408,7 +455,7 @@ class Repository:
     @staticmethod
     async def delete_memory(conn: asyncpg.Connection, user_id: str, memory_id: str) -> bool:
         status = await conn.execute(
-            "DELETE FROM memory_entries WHERE user_id=$1 AND id=$2",
+            f"DELETE FROM memory_entries WHERE user_id=$1 AND id=$2 AND version={ACTIVE_VERSION}",
             user_id,
             uuid.UUID(memory_id),
         )
@@ -422,6 +469,16 @@ class Repository:
     async def delete_user(conn: asyncpg.Connection, user_id: str) -> bool:
         status = await conn.execute("DELETE FROM users WHERE user_id=$1", user_id)
         return status.endswith(" 1")
+
+
+async def active_version(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, dict]:
+    """(active memory version, its extraction parameters or {}) without any lock."""
+    r = await conn.fetchrow(
+        "SELECT memory_version, extraction FROM vector_generations WHERE status='active'"
+    )
+    if r is None:
+        return 1, {}
+    return r["memory_version"], r["extraction"] or {}
 
 
 def _to_message(r: asyncpg.Record) -> StoredMessage:

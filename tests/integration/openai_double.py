@@ -69,6 +69,7 @@ def _app(double: OpenAIDouble) -> FastAPI:
     async def chat(request: Request) -> dict:
         body = await request.json()
         double.requests += 1
+        double.system_prompts.append(body["messages"][0]["content"])
         schema = body["response_format"]["json_schema"]["schema"]
         prompt = body["messages"][-1]["content"]
         if double.bad_replies > 0:
@@ -107,6 +108,7 @@ class OpenAIDouble:
         self.port = port or _free_port()
         self.requests = 0
         self.bad_replies = 0  # the next N replies are not JSON
+        self.system_prompts: list[str] = []  # the first message of every request
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

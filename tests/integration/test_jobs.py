@@ -328,3 +328,214 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
         assert c.get("/readyz").json()["checks"]["retrieval_router"]["index_generation"] == 0
     assert not errors, errors[:5]
     assert served["embedding"] > 5 and served["hybrid"] > 5
+
+
+# --- re-extraction into a new memory version ----------------------------------------------------
+
+
+def _active_version(c) -> int:
+    return c.get("/readyz").json()["checks"]["retrieval_router"]["memory_version"]
+
+
+def _wait_processed(c, user, session, n, timeout_s=60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = c.get(f"/v1/sessions/{session}", params={"user_id": user}).json()["messages"]
+        if counts["processed"] == n:
+            return
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.2)
+
+
+def _search_loop(running, user, stop, errors, served) -> threading.Thread:
+    def loop():
+        with running.client() as sc:
+            while not stop.is_set():
+                for strategy in ("embedding", "hybrid", "bm25"):
+                    r = sc.post(
+                        "/v1/search",
+                        json={"user_id": user, "query": "hiking trip", "strategy": strategy},
+                    )
+                    if r.status_code != 200 or not r.json()["results"]:
+                        errors.append(f"{r.status_code} {r.text[:300]}")
+                    served[strategy] += 1
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def test_reextract_with_an_llm_switches_under_search_load_and_rolls_back_in_one_call(
+    running, tmp_path
+):
+    from tests.integration.openai_double import OpenAIDouble
+
+    user = f"rx-{uuid.uuid4().hex[:6]}"
+    history = {
+        "s1": [_msg(f"a{i}", f"We planned hiking trip number {i} in the Alps.", 3)
+               for i in range(8)],
+        "s2": [_msg(f"b{i}", f"I bought hiking boots, pair {i}, for the trip.", 6, "Bob")
+               for i in range(5)],
+    }  # fmt: skip
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Write every durable fact as one sentence. (memserve test prompt v2)")
+    double = OpenAIDouble()
+    double.start()
+    errors: list[str] = []
+    served = Counter()
+    stop = threading.Event()
+    with running.client() as c:
+        _ingest(c, user, history)
+        before_version = _active_version(c)
+        before = _memories(c, user)
+        assert {m["kind"] for m in before} == {"message"} and len(before) == 13
+        t = _search_loop(running, user, stop, errors, served)
+        try:
+            # Started like `ray job submit -- python -m serve_app.jobs.reextract ...`.
+            job_id = str(uuid.uuid4())
+            _submit_cli(
+                job_id, "reextract", "--llm-base-url", double.base_url, "--llm-model", "double",
+                "--prompt-file", str(prompt),
+            )  # fmt: skip
+            time.sleep(1)
+            job = _wait_job(c, job_id, timeout_s=240)
+            assert job["status"] == "succeeded", job
+            res = job["result"]
+            version = res["memory_version"]
+            assert version > before_version and res["activated"], res
+            assert res["llm_calls"] >= 2 and res["session_failures"] == 0
+            assert res["worker_note"] and "LLM" in res["worker_note"]  # the worker is extractive
+            assert _active_version(c) == version
+            assert prompt.read_text() in double.system_prompts
+            gens = c.get("/v1/generations").json()["generations"]
+            [active] = [g for g in gens if g["status"] == "active"]
+            assert active["memory_version"] == version
+            assert active["extraction"]["llm"][0]["model"] == "double"
+            assert active["extraction"]["compress_rate"] == 0.6  # the service's rate
+
+            # Only the new version is served: LLM facts and topic summaries, real provenance.
+            after = _memories(c, user)
+            assert {m["kind"] for m in after} == {"fact", "summary"}
+            ids = {m["message_id"] for ms in history.values() for m in ms}
+            facts = [m for m in after if m["kind"] == "fact"]
+            assert sorted(i for m in facts for i in m["source_message_ids"]) == sorted(ids)
+            assert not {m["id"] for m in after} & {m["id"] for m in before}
+            new_ids = {m["id"] for m in after}
+            for strategy in ("hybrid", "embedding", "bm25"):
+                hits = c.post(
+                    "/v1/search",
+                    json={"user_id": user, "query": "hiking boots", "strategy": strategy},
+                ).json()["results"]
+                assert hits and {h["id"] for h in hits} <= new_ids, (strategy, hits)
+                assert all(set(h["source_message_ids"]) <= ids for h in hits)
+
+            # A message that arrives after the switch becomes a memory of the new version.
+            _ingest(c, user, {"s3": [_msg("late1", "Carol joins the hiking trip late.", 9)]})
+            late = [m for m in _memories(c, user) if m["source_message_ids"] == ["late1"]]
+            assert late and late[0]["id"] not in {m["id"] for m in before}
+
+            # Rollback: one call; the old memories come back, and the late message (which the
+            # old version never saw) is queued and written into it: nothing goes missing.
+            r = c.post("/v1/jobs", json={"kind": "rollback"})
+            assert r.status_code == 200, r.text
+            body = r.json()["result"]
+            assert body["memory_version"] == before_version
+            assert body["requeued"] == {"messages": 1, "tasks": 1}
+            assert _active_version(c) == before_version
+            _wait_processed(c, user, "s3", 1)
+            restored = _memories(c, user)
+            assert {m["id"] for m in before} < {m["id"] for m in restored}
+            [late] = [m for m in restored if m["id"] not in {m["id"] for m in before}]
+            assert late["source_message_ids"] == ["late1"] and late["kind"] == "message"
+        finally:
+            stop.set()
+            t.join(30)
+            double.stop()
+    assert not errors, errors[:5]
+    assert min(served.values()) > 3, served
+
+
+def _version_rows(version: int) -> Counter:
+    with _pg() as conn:
+        rows = conn.execute(
+            "SELECT user_id, session_id, kind, text, index_text, source_message_ids"
+            " FROM memory_entries WHERE version=%s",
+            (version,),
+        ).fetchall()
+    return Counter((*r[:5], tuple(r[5])) for r in rows)
+
+
+def _uninterrupted_message_entries() -> Counter:
+    """What an uninterrupted extractive run with one entry per message writes: each done
+    message once, built by the same function from the stored messages (with this unit the
+    entries do not depend on how sessions are segmented)."""
+    from serve_app.entries import build_entries
+    from serve_app.messages import StoredMessage
+
+    with _pg() as conn:
+        rows = conn.execute(
+            "SELECT user_id, session_id, message_id, seq, role, name, content, ts FROM messages"
+            " WHERE status='done' ORDER BY user_id, session_id, seq"
+        ).fetchall()
+    out: Counter = Counter()
+    for r in rows:
+        m = StoredMessage(*r)
+        for d in build_entries([m], None, unit="message"):
+            out[(m.user_id, m.session_id, "message", d.text, d.index_text,
+                 tuple(d.source_message_ids))] += 1  # fmt: skip
+    return out
+
+
+def test_reextract_killed_and_resumed_ends_like_an_uninterrupted_run(running):
+    user = f"rk-{uuid.uuid4().hex[:6]}"
+    with running.client() as c:
+        # Many small sessions: the job works per session, so it is stopped part-way through.
+        _ingest(c, user, {f"s{s}": [_msg(f"k{s}-{i}", f"Session {s} remark {i}.", 1 + s)
+                                    for i in range(2)] for s in range(10)})  # fmt: skip
+        # What the service cannot do is refused up front.
+        for bad in (
+            {"kind": "reextract", "llm_model": "other"},  # this service has no LLM endpoint
+            {"kind": "reextract", "user_id": user},  # a version covers every user
+            {"kind": "reextract", "no_llm": True, "compress_rate": 2},
+        ):
+            r = c.post("/v1/jobs", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+
+        job_id = str(uuid.uuid4())
+        sid = _submit_cli(
+            job_id, "reextract", "--no-llm", "--entry-unit", "message", "--no-compress",
+            "--no-activate", "--batch-size", "1",
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
+            if body.get("done", 0) > 0 and body.get("status") == "running":
+                break
+            time.sleep(0.1)
+        submit.client().stop_job(sid)
+        body = _wait_job(c, job_id)
+        assert body["status"] == "stopped", body
+        assert body["done"] < body["total"], body
+
+        # Resumed over HTTP with the same id (the job's own parameters): it finishes what was
+        # left, and writes nothing twice.
+        r = c.post("/v1/jobs", json={"kind": "reextract", "job_id": job_id})
+        assert r.status_code == 202, r.text
+        resumed = _wait_job(c, job_id, timeout_s=200)
+        assert resumed["status"] == "succeeded" and resumed["attempts"] == 2, resumed
+        res = resumed["result"]
+        assert not res["activated"] and res["extraction"]["compress_rate"] is None
+        rows = _version_rows(res["memory_version"])
+        assert res["entries"] == sum(rows.values())
+        assert rows == _uninterrupted_message_entries()
+        assert len([k for k in rows if k[0] == user]) == 20
+        # Every entry of the version has its vector in the generation, none twice.
+        gen = res["generation"]
+        assert _router().generation_missing.remote(gen).result() == 0
+        with _pg() as conn:
+            members = conn.execute(
+                "SELECT count(*) FROM generation_members WHERE generation=%s", (gen,)
+            ).fetchone()[0]
+        assert members == res["entries"]
+        gens = c.get("/v1/generations").json()["generations"]
+        assert [g["status"] for g in gens if g["generation"] == gen] == ["building"]

@@ -48,6 +48,7 @@ class Engines:
 
     def __init__(self) -> None:
         self.points: dict[str, object] = {}  # the vector index: upserts by id
+        self.versions: set[int] = set()  # memory versions indexed into
         self.index_calls = 0
         self.fail_index = False
         self.embed_fail_on: str | None = None
@@ -62,8 +63,9 @@ class Engines:
         self.embedded += texts
         return [bag_of_words(t) for t in texts]
 
-    async def index(self, points) -> None:
+    async def index(self, points, version: int = 1) -> None:
         self.index_calls += 1
+        self.versions.add(version)
         if self.fail_index:
             raise ConnectionError("vector index down")
         for p in points:

@@ -22,7 +22,7 @@ from serve_app.llm.scripted import Respond, ScriptedBackend
 from serve_app.llm_construction import LLMConstruction
 from serve_app.storage.buffers_repo import BuffersRepo
 from serve_app.storage.llm_tasks_repo import LLMTasksRepo, TaskSegment
-from serve_app.storage.postgres import NewMessage, Repository, create_pool, migrate
+from serve_app.storage.postgres import NewMessage, Repository, create_pool, entry_id, migrate
 from tests.pg import create_database, drop_database
 from tests.unit.test_ingest_worker import Engines, add, conversation, processor
 from tests.unit.test_ingest_worker import drain as drain_intake
@@ -437,3 +437,81 @@ async def test_llm_outage_with_restarts_loses_nothing_and_duplicates_nothing(poo
     assert set(engines.points) == {r["id"] for r in ids}  # no stray vector points
     assert await pool.fetchval("SELECT summary IS NOT NULL FROM sessions WHERE session_id='s'")
     assert await pool.fetchval("SELECT count(*) FROM llm_tasks") == 0
+
+
+# --- memory versions --------------------------------------------------------------------------
+
+
+async def _active_version(pool, version: int, extraction: dict) -> None:
+    await pool.execute(
+        "INSERT INTO vector_generations (generation, embedding_model, dim, collection, status,"
+        " memory_version, extraction) VALUES (0, 'double', 3, 'c', 'active', $1, $2)",
+        version,
+        extraction,
+    )
+
+
+async def test_entries_go_into_the_active_version_with_its_prompt(pool):
+    await _active_version(pool, 2, {"prompt": "Extract pets only."})
+    ids = await buffered_flush(pool, "u", "s")
+    engines = Engines()
+    backend = ScriptedBackend(default=Respond(reply_for))
+    await construction(pool, engines, make_llm(backend)).process()
+    assert backend.calls[0].messages[0]["content"] == "Extract pets only."
+    rows = await pool.fetch("SELECT id::text AS id, kind, version FROM memory_entries")
+    assert {r["version"] for r in rows} == {2} and engines.versions == {2}
+    facts = sorted(r["id"] for r in rows if r["kind"] == "fact")
+    assert facts == sorted(
+        entry_id("u", "s", "fact", ["flush:0", str(i)], 2) for i in range(len(ids))
+    )
+    versions = await pool.fetch("SELECT DISTINCT versions FROM messages")
+    assert [r["versions"] for r in versions] == [[2]]
+
+
+async def test_a_switch_during_the_llm_call_runs_the_task_again_in_the_new_version(pool):
+    await _active_version(pool, 1, {})
+    await buffered_flush(pool, "u", "s")
+    await pool.execute(
+        "INSERT INTO vector_generations (generation, embedding_model, dim, collection, status,"
+        " memory_version) VALUES (1, 'double', 3, 'c1', 'building', 2)"
+    )
+
+    engines = Engines()
+    backend = ScriptedBackend(default=Respond(reply_for))
+    step = construction(pool, engines, make_llm(backend))
+    original = step.llm.call
+
+    async def call_and_switch(*a, **kw):
+        out = await original(*a, **kw)
+        if len(backend.calls) == 1:  # the operator switches while the first call runs
+            await pool.execute(
+                "UPDATE vector_generations SET status = CASE generation WHEN 0 THEN 'previous'"
+                " ELSE 'active' END"
+            )
+        return out
+
+    step.llm.call = call_and_switch
+    first = await step.process()
+    assert first.postponed == 1 and first.extracted == 0
+    await asyncio.sleep(0.2)
+    await drain(step)
+    assert len(backend.calls) == 2
+    assert {r["version"] for r in await pool.fetch("SELECT version FROM memory_entries")} == {2}
+
+
+async def test_extractive_worker_uses_the_active_versions_entry_unit(pool):
+    await _active_version(pool, 3, {"entry_unit": "window2"})
+    engines = Engines()
+    proc = processor(pool, engines)
+    convo = conversation(9)
+    await add(pool, "u", "s", convo)
+    await BuffersRepo.request_flush(pool, "u", "s")
+    await drain_intake(proc)
+    rows = await pool.fetch("SELECT version, metadata, source_message_ids FROM memory_entries")
+    assert rows and {r["version"] for r in rows} == {3} and engines.versions == {3}
+    assert {r["metadata"]["unit"] for r in rows} == {"window2"}
+    assert sorted(m for r in rows for m in r["source_message_ids"]) == sorted(
+        m for m, _, _ in convo
+    )
+    versions = await pool.fetch("SELECT DISTINCT versions FROM messages")
+    assert [r["versions"] for r in versions] == [[3]]

@@ -23,6 +23,58 @@ def test_job_request_validation():
             JobRequest(**bad)
 
 
+def test_reextract_request_validation_and_its_command_line():
+    r = JobRequest(kind="reextract", prompt="Facts only.", no_compress=True, llm_model="m",
+                   entry_unit="window2", activate=False)  # fmt: skip
+    params = r.job_params()
+    assert params == {"prompt": "Facts only.", "no_compress": True, "llm_model": "m",
+                      "entry_unit": "window2", "no_activate": True}  # fmt: skip
+    args = shlex.split(entrypoint("reextract", "j1", None, params))
+    assert args[1:] == [
+        "-m", "serve_app.jobs.reextract", "--job-id", "j1", "--prompt", "Facts only.",
+        "--no-compress", "--llm-model", "m", "--entry-unit", "window2", "--no-activate",
+    ]  # fmt: skip
+    assert JobRequest(kind="reextract").job_params() == {}  # the service's configuration
+    assert JobRequest(kind="reextract", activate=True).job_params() == {}
+    for bad in (
+        {"kind": "reextract", "user_id": "u"},  # a memory version covers every user
+        {"kind": "reextract", "compress_rate": 0.5, "no_compress": True},
+        {"kind": "reextract", "llm_model": "m", "no_llm": True},
+        {"kind": "reextract", "compress_rate": 0},
+        {"kind": "reextract", "entry_unit": "sentence"},
+        {"kind": "reextract", "prompt": "   "},
+        {"kind": "reextract", "model": "/models/x"},  # a reembed parameter
+        {"kind": "consolidate", "no_llm": True},
+        {"kind": "reextract", "job_id": "j", "no_llm": True},  # a resumed job keeps its own
+    ):
+        with pytest.raises(ValidationError):
+            JobRequest(**bad)
+
+
+def test_reextract_command_line_parses_what_the_api_passes(monkeypatch):
+    from serve_app.jobs import reextract
+
+    seen = {}
+
+    class FakeRun:
+        def __init__(self, args, kind, params):
+            seen.update(kind=kind, params=params)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(reextract, "JobRun", FakeRun)
+    monkeypatch.setattr(reextract, "run_reextract", lambda run, args: None)
+    params = {"prompt": "P q", "compress_rate": 0.5, "no_llm": True, "no_activate": True}
+    reextract.main(shlex.split(entrypoint("reextract", "j1", None, params))[3:])
+    assert seen == {"kind": "reextract", "params": params}
+    with pytest.raises(SystemExit):
+        reextract.main(["--user-id", "u"])
+
+
 def test_search_request_expand_links_defaults_off():
     assert SearchRequest(user_id="u", query="q").expand_links is False
 
