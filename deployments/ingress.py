@@ -1,7 +1,6 @@
 """Ingress: a thin FastAPI router. Validation lives in serve_app.api_models; the work is done by
 PostgreSQL (writes before answering) and the RetrievalRouter / IngestWorker replica groups."""
 
-
 import asyncio
 import base64
 import binascii
@@ -529,8 +528,6 @@ class IngressDeployment:
                     row["status"],
                 )
         return JobStatus(**row).model_dump(mode="json")
-
-
 
     @app.post("/v1/sessions/{session_id}/summary", status_code=202, responses=ERRORS)
     async def request_summary(

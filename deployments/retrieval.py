@@ -268,8 +268,15 @@ class RetrievalRouterDeployment:
             else self.vectors.with_base(row["collection"], row["dim"])
         )
         return _Generation(
-            row["generation"], row["embedding_model"], row["dim"], row["status"], store, embed,
-            served, row["memory_version"], row["extraction"],
+            row["generation"],
+            row["embedding_model"],
+            row["dim"],
+            row["status"],
+            store,
+            embed,
+            served,
+            row["memory_version"],
+            row["extraction"],
         )
 
     async def _refresh_generations(self) -> None:

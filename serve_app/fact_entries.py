@@ -48,9 +48,7 @@ def extraction_entries(
         fact_topics = sorted({topics[m.message_id] for m in sources if m.message_id in topics})
         rows.append(
             EntryRow(
-                id=entry_id(
-                    user_id, session_id, "fact", [f"flush:{flush_index}", str(i)], version
-                ),
+                id=entry_id(user_id, session_id, "fact", [f"flush:{flush_index}", str(i)], version),
                 user_id=user_id,
                 session_id=session_id,
                 kind="fact",

@@ -124,9 +124,7 @@ def finish_job(conn: psycopg.Connection, job_id: str, result: dict) -> None:
     )
 
 
-def fail_job(
-    conn: psycopg.Connection, job_id: str, error: str, status: str = "failed"
-) -> None:
+def fail_job(conn: psycopg.Connection, job_id: str, error: str, status: str = "failed") -> None:
     conn.execute(
         "UPDATE jobs SET status=%s, error=%s, updated_at=now(), finished_at=now() WHERE id=%s",
         (status, error[:2000], job_id),
@@ -156,9 +154,7 @@ def user_scope(user_id: str | None, column: str = "user_id") -> tuple[str, tuple
     return (f"{column} = %s", (user_id,)) if user_id else ("TRUE", ())
 
 
-def count_entries(
-    conn: psycopg.Connection, user_id: str | None, version: int | None = None
-) -> int:
+def count_entries(conn: psycopg.Connection, user_id: str | None, version: int | None = None) -> int:
     """Entries of one user or everyone in memory version `version` (default: the active one)."""
     where, params = user_scope(user_id)
     return conn.execute(
