@@ -39,8 +39,8 @@ def service_env(url: str, model: str) -> dict[str, str]:
         # SmolLM2-135M loops under greedy decoding; a mild penalty lets it close the JSON.
         "extra_body": {"repetition_penalty": 1.15},
     }
-    # The bounds of tests/real_engine/test_ingest_real.py: the longest reply guided decoding
-    # allows fits in max_tokens at ~12 tokens/s.
+    # Small schema bounds: the longest reply guided decoding allows fits in max_tokens at
+    # ~12 tokens/s (shared with tests/real_engine/test_ingest_real.py).
     return {
         "MEMSERVE_WORKER_IDLE_POLL_S": "0.2",
         "MEMSERVE_LLM__BACKENDS": json.dumps([backend]),

@@ -251,17 +251,7 @@ class LLMConstruction:
             if rows:
                 vectors = await self.embed([r.index_text for r in rows])
                 await self.index(
-                    [
-                        VectorPoint(
-                            id=r.id,
-                            vector=v,
-                            user_id=r.user_id,
-                            session_id=r.session_id,
-                            ts=r.ts,
-                            speaker=r.speaker,
-                        )
-                        for r, v in zip(rows, vectors, strict=True)
-                    ],
+                    [VectorPoint.for_entry(r, v) for r, v in zip(rows, vectors, strict=True)],
                     version,
                 )
                 await self.repo.insert_entries(conn, rows)

@@ -256,14 +256,7 @@ class ReextractBatch:
             rows = result.rows
             if rows:
                 points = [
-                    VectorPoint(
-                        r.id,
-                        np.asarray(v, dtype=np.float32).tolist(),
-                        user_id,
-                        session_id,
-                        r.ts,
-                        r.speaker,
-                    )
+                    VectorPoint.for_entry(r, np.asarray(v, dtype=np.float32).tolist())
                     for r, v in zip(rows, vectors, strict=True)
                 ]
                 # Inside the transaction: if it fails nothing commits and the retry rewrites

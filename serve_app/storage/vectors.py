@@ -29,6 +29,11 @@ class VectorPoint:
     ts: datetime
     speaker: str | None
 
+    @classmethod
+    def for_entry(cls, entry, vector: Sequence[float]) -> VectorPoint:
+        """The point of a memory entry (anything with id, user_id, session_id, ts, speaker)."""
+        return cls(entry.id, vector, entry.user_id, entry.session_id, entry.ts, entry.speaker)
+
 
 @dataclass(frozen=True)
 class VectorFilters:

