@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "LLMUsage": "accounting",
     "UsageCounters": "accounting",
+    "ChatRequest": "base",
     "LLMBackend": "base",
     "LLMBackendDown": "base",
     "LLMError": "base",
