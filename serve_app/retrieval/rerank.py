@@ -141,6 +141,19 @@ def named_speakers(query: str, names: Sequence[str]) -> list[int]:
     return [i for i, n in enumerate(names) if n and set(_NAME_WORD.findall(n)) <= words]
 
 
+def query_without_speakers(query: str, names: Sequence[str]) -> str:
+    """The query to embed and to match with BM25: the user's speaker names (and their "'s")
+    taken out. A named speaker is the rerank's speaker signal; left in the text, the name
+    pulls the embedding towards every memory that mentions the person and, in BM25, matches
+    every memory the person wrote, crowding out the words that say what is asked."""
+    out = query
+    for name in names:
+        if name:
+            out = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", out, flags=re.IGNORECASE)
+    out = " ".join(out.split())
+    return out if _NAME_WORD.search(out.lower()) else query
+
+
 def rerank(
     query: str,
     candidates: Sequence[tuple[str, float]],
