@@ -224,6 +224,8 @@ def variants() -> list[tuple[str, Config]]:
         "neighbour": (0.1, 0.2, 0.3, 0.5),
         "session": (0.1, 0.2, 0.3),
         "diversity": (0.05, 0.1, 0.2),
+        "length": (0.1, 0.2, 0.3),
+        "question": (0.1, 0.2, 0.3),
     }
     for signal, weights in alone.items():
         out += [(f"{signal}_{w}", replace(BASE, rerank=_rr(**{signal: w}))) for w in weights]
@@ -242,7 +244,9 @@ def variants() -> list[tuple[str, Config]]:
     out.append(("stack_+depth100", cfg))
     cfg = replace(cfg, strip_speakers=True)
     out.append(("stack_+strip_speakers", cfg))
-    out.append(("stack_+speaker1.0 (chosen)", CHOSEN))
+    cfg = replace(cfg, rerank=replace(cfg.rerank, speaker=1.0))
+    out.append(("stack_+speaker1.0", cfg))
+    out.append(("stack_+question (chosen)", CHOSEN))
     on_top = {
         "chosen_+diversity0.02_head10": replace(CHOSEN.rerank, diversity=0.02, diversity_head=10),
         "chosen_+diversity0.05_head10": replace(CHOSEN.rerank, diversity=0.05, diversity_head=10),
@@ -252,6 +256,9 @@ def variants() -> list[tuple[str, Config]]:
         "chosen_time0.2": replace(CHOSEN.rerank, time=0.2),
         "chosen_speaker0.5": replace(CHOSEN.rerank, speaker=0.5),
         "chosen_no_date": replace(CHOSEN.rerank, date=0.0),
+        "chosen_+length0.1": replace(CHOSEN.rerank, length=0.1),
+        "chosen_+length0.2": replace(CHOSEN.rerank, length=0.2),
+        "chosen_question0.3": replace(CHOSEN.rerank, question=0.3),
     }
     out += [(name, replace(CHOSEN, rerank=rr)) for name, rr in on_top.items()]
     out.append(("chosen_depth50", replace(CHOSEN, fusion=Fusion(depth=50))))
@@ -262,16 +269,18 @@ def variants() -> list[tuple[str, Config]]:
 
 
 def grid() -> list[Config]:
-    """The leave-one-conversation-out search space (diversity, neighbour expansion and PRF
-    left out: they lost recall or changed nothing)."""
+    """The leave-one-conversation-out search space (diversity, neighbour expansion, the length
+    prior and PRF left out: they lost recall or changed nothing)."""
     out = []
-    for depth, dw, spk, tim, nb, ses in itertools.product(
-        (50, 100), (0.7, 1.0), (0.5, 1.0), (0.2, 0.3), (0.3, 0.5), (0.2, 0.3)
+    for depth, dw, spk, tim, nb, ses, qst in itertools.product(
+        (50, 100), (0.7, 1.0), (0.5, 1.0), (0.2, 0.3), (0.3, 0.5), (0.2, 0.3), (0.1, 0.2, 0.3)
     ):
         out.append(
             Config(
                 Fusion(depth=depth, dense_weight=dw),
-                RerankParams(speaker=spk, time=tim, date=0.1, neighbour=nb, session=ses),
+                RerankParams(
+                    speaker=spk, time=tim, date=0.1, neighbour=nb, session=ses, question=qst
+                ),
                 strip_speakers=True,
             )
         )
@@ -463,6 +472,69 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+        args.out.with_suffix(".md").write_text(to_markdown(report))
+
+
+_CATS = ("1_multi_hop", "2_temporal", "3_open_domain", "4_single_hop")
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The variants and leave-one-out tables, for the README."""
+
+    def cells(summary: dict[str, Any]) -> str:
+        per = summary["per_category"]
+        values = [summary["overall"]["recall@10"], *(per[c]["recall@10"] for c in _CATS)]
+        return " | ".join(f"{v:.3f}" for v in values)
+
+    head = "| overall | multi-hop | temporal | open-domain | single-hop |"
+    rule = "|---|---|---|---|---|"
+    lines = [
+        "LoCoMo dev evidence recall@10, offline (benchmarks/locomo_variants.py).",
+        "",
+        f"| variant | kept {head}",
+        f"|---|---{rule}",
+    ]
+    for v in report["variants"]:
+        lines.append(f"| {v['variant']} | {'kept' if v['kept'] else 'dropped'} | {cells(v)} |")
+    loo = report.get("leave_one_conversation_out")
+    if loo:
+        lines += [
+            "",
+            f"Leave one conversation out ({loo['grid_size']} grid points):",
+            "",
+            "| held out | params chosen on the other four | in-fold | held-out |",
+            "|---|---|---|---|",
+        ]
+        for f in loo["folds"]:
+            prm = f["params"]
+            desc = ", ".join(f"{k} {v}" for k, v in prm["rerank"].items())
+            desc += (
+                f"; depth {prm['fusion']['depth']}, dense weight {prm['fusion']['dense_weight']}"
+            )
+            lines.append(
+                f"| {f['held_out']} | {desc} | {f['in_fold_recall@10']:.3f}"
+                f" | {f['held_out_recall@10']:.3f} |"
+            )
+        lines.append(
+            f"| mean | | {loo['mean_in_fold_recall@10']:.3f}"
+            f" | {loo['mean_held_out_recall@10']:.3f} |"
+        )
+        lines += [
+            "",
+            f"Held-out questions pooled: {head}",
+            rule,
+            f"| {cells(loo['held_out_pooled'])} |",
+        ]
+    cost = report.get("cost")
+    if cost:
+        lines += [
+            "",
+            f"Cost at {cost['memories']:,} memories, {cost['candidates']} candidates: "
+            f"added CPU per query p50 {cost['added_cpu_ms_p50']} ms, p95 "
+            f"{cost['added_cpu_ms_p95']} ms; per-user arrays built in "
+            f"{cost['build_user_docs_ms']} ms once per index version.",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def is_kept(variant: str) -> bool:
@@ -470,7 +542,8 @@ def is_kept(variant: str) -> bool:
     if variant.startswith("stack_") or variant == "depth_100":
         return True
     method = variant.rsplit("_", 1)[0] if variant[-1].isdigit() else variant
-    return method in {"speaker", "time", "date", "neighbour", "session", "strip_speakers"}
+    kept = {"speaker", "time", "date", "neighbour", "session", "question", "strip_speakers"}
+    return method in kept
 
 
 if __name__ == "__main__":

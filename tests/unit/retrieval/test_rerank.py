@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from serve_app.retrieval.rerank import (
+    TUNED_PARAMS,
     DocRow,
     RerankParams,
     UserDocs,
@@ -135,3 +136,37 @@ def test_scores_are_best_first(docs):
     scores = [s for _, s in out]
     assert scores == sorted(scores, reverse=True)
     assert sorted(i for i, _ in out) == sorted(i for i, _ in cands)
+
+
+def test_build_counts_words_and_questions_without_captions():
+    docs = UserDocs.build(
+        [
+            _row(0, "s", "Ann", "How are you? [shares image: a cat]"),
+            _row(1, "s", "Bob", "Fine, I went out. [shares image: is it a dog?]"),
+        ]
+    )
+    assert docs.question.tolist() == [True, False]
+    assert docs.words.tolist() == [3, 4]
+
+
+def test_a_memory_that_only_asks_pays_the_question_penalty():
+    docs = UserDocs.build(
+        [_row(0, "s", "Ann", "Where did you go hiking?"), _row(1, "s", "Bob", "To the Alps.")]
+    )
+    cands = [("e0", 1.0), ("e1", 0.9), ("zz", 0.0)]
+    out = rerank("hiking trip", cands, docs, RerankParams(question=0.2))
+    assert [i for i, _ in out][:2] == ["e1", "e0"]
+
+
+def test_length_prior_favours_longer_statements():
+    docs = UserDocs.build(
+        [_row(0, "s", "Ann", "Yes."), _row(1, "s", "Bob", " ".join(["word"] * 60))]
+    )
+    out = dict(rerank("q", [("e0", 1.0), ("e1", 1.0)], docs, RerankParams(length=0.5)))
+    assert out["e1"] == pytest.approx(1.5)
+    assert 1.0 < out["e0"] < out["e1"]
+
+
+def test_tuned_params_change_the_order():
+    assert not TUNED_PARAMS.is_identity()
+    assert TUNED_PARAMS.diversity == 0 and TUNED_PARAMS.expand_top == 0
