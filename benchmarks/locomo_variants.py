@@ -521,7 +521,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         )
         lines += [
             "",
-            f"Held-out questions pooled: {head}",
+            "Every question scored with the parameters chosen without its conversation:",
+            "",
+            head,
             rule,
             f"| {cells(loo['held_out_pooled'])} |",
         ]
