@@ -170,3 +170,16 @@ def test_length_prior_favours_longer_statements():
 def test_tuned_params_change_the_order():
     assert not TUNED_PARAMS.is_identity()
     assert TUNED_PARAMS.diversity == 0 and TUNED_PARAMS.expand_top == 0
+
+
+def test_rebuild_reuses_features_of_unchanged_rows(docs, monkeypatch):
+    import serve_app.retrieval.rerank as rr
+
+    rows = [_row(0, "s1", "Alice", "I love painting sunsets."), _row(9, "s1", "Bob", "Yesterday!")]
+    calls = []
+    real = rr._text_features
+    monkeypatch.setattr(rr, "_text_features", lambda r: calls.append(r.id) or real(r))
+    fresh = UserDocs.build(rows, previous=docs)
+    assert calls == ["e9"]  # e0's text is unchanged
+    assert fresh.timeref.tolist() == [False, True]
+    assert fresh.prev.tolist() == [-1, 0]
