@@ -16,24 +16,38 @@ import tempfile
 import time
 from pathlib import Path
 
+from serve_app.serving_env import cluster_env, colocated_env, serving_keys
+
 
 class LocalRayCluster:
-    def __init__(self, port_base: int, num_cpus: int | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        port_base: int,
+        num_cpus: int | None = None,
+        env: dict | None = None,
+        fast_path: bool = True,
+    ):
         if port_base < 20000:
             raise ValueError("Ray ports must be >= 20000 on shared machines")
         self.port_base = port_base
         # Logical CPUs, not cores: the Serve groups of the local profile reserve ~2, and the
         # offline jobs' Ray Data actor pools need room beside them or they never schedule.
         self.num_cpus = num_cpus or max(4, (os.cpu_count() or 2) * 2)
+        self.proc: subprocess.Popen | None = None
+        # Short path: Ray puts unix sockets under it (108-byte limit).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="msray-", dir="/tmp"))
+        serving = (
+            {**cluster_env(os.cpu_count() or 1), **colocated_env(port_base, self.temp_dir)}
+            if fast_path
+            else {}
+        )
         # A token of our own: ~/.ray/auth_token is shared by every cluster on the machine.
         self.env = {
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            **serving,
             **(env or {}),
         }
-        self.proc: subprocess.Popen | None = None
-        # Short path: Ray puts unix sockets under it (108-byte limit).
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="msray-", dir="/tmp"))
 
     @property
     def address(self) -> str:
@@ -42,6 +56,18 @@ class LocalRayCluster:
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.port_base + 4}"
+
+    def export_env(self) -> dict[str, str]:
+        """The environment of `ray start`, after exporting the cluster's Ray settings here.
+
+        The driver joins with the cluster's token and sees the Serve switches its processes
+        use; switches an earlier cluster of this process exported do not leak into this one.
+        """
+        for key in serving_keys(self.port_base, self.temp_dir):
+            if key not in self.env:
+                os.environ.pop(key, None)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("RAY_")})
+        return {**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0"}
 
     def start(self, timeout_s: float = 90) -> str:
         """Start the cluster and export its token to this process, so `ray.init` can join."""
@@ -67,8 +93,7 @@ class LocalRayCluster:
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
         ]  # fmt: skip
-        env = {**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0"}
-        os.environ.update({k: self.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
+        env = self.export_env()
         os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
         # Ray reads the auth settings once, at import; make an imported Ray read them again.
         from ray._raylet import AuthenticationTokenLoader, Config
