@@ -10,6 +10,7 @@ cluster/kuberay/secrets.example.yaml). Node pools are GKE's; on another Kubernet
 from __future__ import annotations
 
 from serve_app.profiles import GiB, HardwareProfile, NodeSpec
+from serve_app.serving_env import cluster_env
 
 RAY_VERSION = "2.60.0"
 # Build with cluster/Dockerfile and push where the cluster can pull it.
@@ -84,7 +85,13 @@ def _pod_template(node: NodeSpec, image: str, container: str) -> dict:
             {
                 "name": container,
                 "image": image,
-                "env": [{"name": "MEMSERVE_DATA_DIR", "value": "/tmp/memserve"}],
+                "env": [
+                    {"name": "MEMSERVE_DATA_DIR", "value": "/tmp/memserve"},
+                    *(
+                        {"name": k, "value": v}
+                        for k, v in sorted(cluster_env(max(int(cpus), 1)).items())
+                    ),
+                ],
                 "envFrom": _env_from(),
                 "ports": ports,
                 "resources": resources,

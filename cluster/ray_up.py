@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from cluster.kuberay_manifests import DEFAULT_IMAGE, gke_accelerator
 from serve_app.profiles import HardwareProfile, NodeSpec
+from serve_app.serving_env import cluster_env
 
 # A Deep Learning VM image: NVIDIA driver, Docker and the NVIDIA container toolkit.
 BOOT_IMAGE = (
@@ -18,6 +19,13 @@ BOOT_IMAGE = (
 )
 ENV_FILE = "~/memserve.env"
 _LOAD_ENV = f"set -a; . {ENV_FILE}; set +a; ulimit -n 65536;"
+
+
+def _serving(nodes: list[NodeSpec]) -> str:
+    """The Serve fast-path exports for `ray start`; one command serves every node listed, so
+    it is sized for the smallest of them."""
+    cpus = min(int(n.container_cpus if n.container_cpus is not None else n.cpus) for n in nodes)
+    return " ".join(f"{k}={v}" for k, v in sorted(cluster_env(max(cpus, 1)).items()))
 
 
 def _node_type(node: NodeSpec) -> dict:
@@ -86,11 +94,13 @@ def ray_up_config(profile: HardwareProfile, image: str = DEFAULT_IMAGE) -> dict:
         "setup_commands": [],
         "head_start_ray_commands": [
             "ray stop",
-            f"{_LOAD_ENV} ray start --head --port=6379 --object-manager-port=8076"
-            " --autoscaling-config=~/ray_bootstrap_config.yaml --dashboard-host=0.0.0.0",
+            f"{_LOAD_ENV} {_serving([head])} ray start --head --port=6379"
+            " --object-manager-port=8076 --autoscaling-config=~/ray_bootstrap_config.yaml"
+            " --dashboard-host=0.0.0.0",
         ],
         "worker_start_ray_commands": [
             "ray stop",
-            f"{_LOAD_ENV} ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076",
+            f"{_LOAD_ENV} {_serving(workers)} ray start --address=$RAY_HEAD_IP:6379"
+            " --object-manager-port=8076",
         ],
     }
