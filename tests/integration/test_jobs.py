@@ -12,7 +12,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from serve_app.jobs import submit
+from jobs import submit
 from tests.fixtures.random_models import build_random_sentence_transformer
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def _wait_job(c, job_id, timeout_s=150) -> dict:
 
 
 def _submit_cli(job_id, kind, *args) -> str:
-    """What `ray job submit -- python -m serve_app.jobs.<kind> ...` does."""
+    """What `ray job submit -- python -m jobs.<kind> ...` does."""
     client = submit.client()
     return client.submit_job(
         entrypoint=submit.entrypoint(kind, job_id, None, {}) + " " + " ".join(args),
@@ -391,7 +391,7 @@ def test_reextract_with_an_llm_switches_under_search_load_and_rolls_back_in_one_
         assert {m["kind"] for m in before} == {"message"} and len(before) == 13
         t = _search_loop(running, user, stop, errors, served)
         try:
-            # Started like `ray job submit -- python -m serve_app.jobs.reextract ...`.
+            # Started like `ray job submit -- python -m jobs.reextract ...`.
             job_id = str(uuid.uuid4())
             _submit_cli(
                 job_id, "reextract", "--llm-base-url", double.base_url, "--llm-model", "double",

@@ -1,7 +1,7 @@
 """Re-extraction job (Ray Data): rebuild every memory from the stored raw messages with another
 prompt, compression rate, LLM or entry unit, into a new memory version, then switch to it.
 
-    ray job submit -- python -m serve_app.jobs.reextract [--prompt-file F | --prompt TEXT]
+    ray job submit -- python -m jobs.reextract [--prompt-file F | --prompt TEXT]
         [--compress-rate R | --no-compress] [--llm-model M [--llm-base-url URL] | --no-llm]
         [--entry-unit U] [--no-activate]
 
@@ -19,7 +19,7 @@ restarted job (same --job-id) redoes only the sessions not finished, and a sessi
 deletes its partial entries of the version. Sessions with messages processed while the job ran
 are redone before the switch (catch-up); the switch refuses while any done message is missing.
 The replaced version stays 'previous': rollback is one call (`python -m
-serve_app.jobs.generations rollback`, or POST /v1/jobs {"kind": "rollback"}).
+jobs.generations rollback`, or POST /v1/jobs {"kind": "rollback"}).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import ray
 
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
 from serve_app.entries import ENTRY_UNITS
-from serve_app.jobs import store
-from serve_app.jobs.reextraction import (
+from serve_app.maintenance.reextraction import (
     ExtractionSpec,
     ReextractConfigError,
     SessionExtractor,
@@ -43,18 +43,13 @@ from serve_app.jobs.reextraction import (
     llm_record,
     resolve_spec,
 )
-from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
-from serve_app.messages import StoredMessage
-from serve_app.storage.postgres import add_version_sql
+from serve_app.storage import jobs_repo, maintenance_repo, reextraction_repo
 from serve_app.storage.vectors import VectorPoint
+from serve_app.storage.versions_repo import GenerationIncomplete, VersionBehind
 
 logger = logging.getLogger("memserve.jobs")
 KIND = "reextract"
 API_KEY_ENV = "MEMSERVE_REEXTRACT_LLM_API_KEY"  # for --llm-base-url; never stored
-
-
-class GenerationGone(RuntimeError):
-    """The generation being built was activated, abandoned or retired by someone else."""
 
 
 def _handle(name: str, app: str):
@@ -95,7 +90,7 @@ class ReextractBatch:
         from serve_app.pipeline.segmentation import SegmentationConfig
         from serve_app.settings import Settings
 
-        self.conn = store.connect(dsn)
+        self.conn = jobs_repo.connect(dsn)
         self.router = router(app)
         self.generation, self.version = generation, version
         self.loop = asyncio.new_event_loop()
@@ -164,7 +159,7 @@ class ReextractBatch:
         keys = [
             (str(u), str(s)) for u, s in zip(batch["user_id"], batch["session_id"], strict=True)
         ]
-        messages = self._messages(keys)
+        messages = reextraction_repo.done_messages(self.conn, keys)
 
         async def one(key):
             result = await self.extractor.run(messages.get(key, []))
@@ -202,57 +197,15 @@ class ReextractBatch:
             "error": np.array([errors[0] if errors else ""]),
         }
 
-    def _messages(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list]:
-        rows = self.conn.execute(
-            "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
-            " FROM messages WHERE (user_id, session_id) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[])) AND status='done'"
-            " ORDER BY user_id, session_id, seq",
-            ([k[0] for k in keys], [k[1] for k in keys]),
-        ).fetchall()
-        out: dict[tuple[str, str], list] = {}
-        for r in rows:
-            out.setdefault((r["user_id"], r["session_id"]), []).append(
-                StoredMessage(
-                    user_id=r["user_id"],
-                    session_id=r["session_id"],
-                    message_id=r["message_id"],
-                    seq=r["seq"],
-                    role=r["role"],
-                    name=r["name"],
-                    content=r["content"],
-                    ts=r["ts"],
-                    metadata=r["metadata"] or {},
-                )
-            )
-        return out
-
     def _write(self, key: tuple[str, str], result: SessionResult, vectors) -> None:
         """One transaction: the session's entries of the version replace what an earlier try
         left, vectors go to the generation, and its messages are recorded as done in it."""
         user_id, session_id = key
         conn, gen, version = self.conn, self.generation, self.version
         with conn.transaction():
-            store.lock_user_shared(conn, user_id)
-            status = conn.execute(
-                "SELECT status FROM vector_generations WHERE generation=%s FOR SHARE", (gen,)
-            ).fetchone()
-            if status is None or status["status"] != "building":
-                raise GenerationGone(f"generation {gen} is no longer building")
-            exists = conn.execute(
-                "SELECT 1 FROM sessions WHERE user_id=%s AND session_id=%s",
-                (user_id, session_id),
-            ).fetchone()
-            if exists is None:
+            old = reextraction_repo.begin_session_rewrite(conn, gen, version, user_id, session_id)
+            if old is None:
                 return  # erased meanwhile
-            old = {
-                r["id"]
-                for r in conn.execute(
-                    "DELETE FROM memory_entries WHERE user_id=%s AND session_id=%s AND version=%s"
-                    " RETURNING id::text AS id",
-                    (user_id, session_id, version),
-                ).fetchall()
-            }
             rows = result.rows
             if rows:
                 points = [
@@ -262,37 +215,13 @@ class ReextractBatch:
                 # Inside the transaction: if it fails nothing commits and the retry rewrites
                 # the same points (same ids).
                 self.router.index_generation.remote(gen, points).result()
-                store.insert_entries(conn, rows)
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO generation_members (generation, entry_id) VALUES (%s, %s)"
-                        " ON CONFLICT DO NOTHING",
-                        [(gen, r.id) for r in rows],
-                    )
+                reextraction_repo.insert_generation_entries(conn, gen, rows)
             stale = sorted(old - {r.id for r in rows})
             if stale:
                 self.router.delete_from_generation.remote(gen, user_id, stale).result()
-            conn.execute(
-                f"UPDATE messages SET versions = {add_version_sql('%s::int')}"
-                " WHERE user_id=%s AND session_id=%s AND message_id = ANY(%s) AND status='done'",
-                (version, version, user_id, session_id, result.message_ids),
+            reextraction_repo.finish_session_rewrite(
+                conn, version, user_id, session_id, result.message_ids, result.usage
             )
-            store.add_llm_usage(conn, result.usage)
-            store.bump_index_version(conn, user_id)
-
-
-def _behind_sessions(conn, version: int) -> int:
-    return conn.execute(
-        "SELECT count(DISTINCT (user_id, session_id)) AS n FROM messages"
-        " WHERE status='done' AND NOT (%s = ANY(versions))",
-        (version,),
-    ).fetchone()["n"]
-
-
-def _all_sessions(conn) -> int:
-    return conn.execute(
-        "SELECT count(DISTINCT (user_id, session_id)) AS n FROM messages WHERE status='done'"
-    ).fetchone()["n"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -377,21 +306,15 @@ def run_reextract(run: JobRun, args) -> None:
             seconds[k] += float(batch[k].sum())
         errors.extend(str(e) for e in batch["error"] if e)
 
-    total = _all_sessions(conn)
+    total = reextraction_repo.count_sessions(conn)
     activated = None
     t0 = time.monotonic()
     for attempt in range(args.max_passes):
-        behind = _behind_sessions(conn, version)
+        behind = reextraction_repo.count_sessions_behind(conn, version)
         if behind:
             stage = "extract" if attempt == 0 else "catch-up"
             failed_before = stats["failed"]
-            ds = read_sql(
-                run.dsn,
-                "SELECT user_id, session_id FROM messages WHERE status='done'"
-                " AND NOT (%s = ANY(versions)) GROUP BY user_id, session_id"
-                " ORDER BY user_id, session_id",
-                (version,),
-            ).map_batches(
+            ds = read_sql(run.dsn, reextraction_repo.sessions_behind(version)).map_batches(
                 ReextractBatch,
                 fn_constructor_kwargs={
                     "dsn": run.dsn,
@@ -407,9 +330,10 @@ def run_reextract(run: JobRun, args) -> None:
                 batch_format="pandas",
                 **actor_args(args),
             )
-            total = max(total, _all_sessions(conn))
+            total = max(total, reextraction_repo.count_sessions(conn))
             run.run_stage(stage, ds, total, total - behind, on_batch=collect)
-            if stats["failed"] > failed_before and _behind_sessions(conn, version) >= behind:
+            still_behind = reextraction_repo.count_sessions_behind(conn, version)
+            if stats["failed"] > failed_before and still_behind >= behind:
                 raise RuntimeError(
                     f"{stats['failed'] - failed_before} sessions could not be re-extracted,"
                     f" e.g. {errors[-1] if errors else '?'}"
@@ -420,10 +344,8 @@ def run_reextract(run: JobRun, args) -> None:
         try:
             activated = handle.activate_generation.remote(gen).result()
             break
-        except Exception as e:
+        except (VersionBehind, GenerationIncomplete) as e:
             # Messages processed since the last pass (or entries not yet embedded): catch up.
-            if "behind" not in str(e) and "still lacks" not in str(e):
-                raise
             logger.info("not switching yet: %s", e)
     else:
         raise TimeoutError(
@@ -435,8 +357,8 @@ def run_reextract(run: JobRun, args) -> None:
         "generation": gen,
         "memory_version": version,
         "extraction": {k: v for k, v in record.items() if k != "prompt"},
-        "sessions": _all_sessions(conn),
-        "entries": store.count_entries(conn, None, version),
+        "sessions": reextraction_repo.count_sessions(conn),
+        "entries": maintenance_repo.count_entries(conn, None, version),
         "entries_written": stats["entries"],
         "llm_calls": stats["llm_calls"],
         "llm_fallbacks": stats["fallbacks"],

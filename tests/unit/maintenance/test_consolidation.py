@@ -4,7 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serve_app.jobs.consolidation import (
+from serve_app.llm.base import ParseError
+from serve_app.llm.resilience import ResilientLLM, RetryPolicy
+from serve_app.llm.scripted import ScriptedBackend
+from serve_app.maintenance.consolidation import (
     DECISION_SCHEMA,
     DedupDecider,
     Entry,
@@ -18,9 +21,6 @@ from serve_app.jobs.consolidation import (
     parse_decision,
     plan_group,
 )
-from serve_app.llm.base import ParseError
-from serve_app.llm.resilience import ResilientLLM, RetryPolicy
-from serve_app.llm.scripted import ScriptedBackend
 
 T0 = datetime(2023, 5, 1, tzinfo=UTC)
 
@@ -117,7 +117,7 @@ def test_prompt_lists_candidates_and_schema_requires_fields():
 
 
 def _decision(anchor, cands, actions, merged=None):
-    from serve_app.jobs.consolidation import CandidateDecision, text_hash
+    from serve_app.maintenance.consolidation import CandidateDecision, text_hash
 
     return GroupDecision(
         anchor.id,

@@ -1,6 +1,6 @@
 """Index generations from the command line: status, activate, rollback (one call).
 
-    python -m serve_app.jobs.generations status|rollback|activate N [--app memserve]
+    python -m jobs.generations status|rollback|activate N [--app memserve]
 
 A generation indexes one memory version (`memory_version` in the status, with the extraction
 parameters that built it), so activating or rolling back a generation switches the embedding
@@ -14,11 +14,11 @@ import json
 
 import ray
 
-from serve_app.jobs.runtime import router
+from jobs.runtime import router
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m serve_app.jobs.generations")
+    p = argparse.ArgumentParser(prog="python -m jobs.generations")
     p.add_argument("action", choices=("status", "rollback", "activate"))
     p.add_argument("generation", nargs="?", type=int)
     p.add_argument("--app", default="memserve")

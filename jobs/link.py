@@ -1,6 +1,6 @@
 """Memory linking job (Ray Data): links between related memories, with a reason.
 
-    ray job submit -- python -m serve_app.jobs.link [--user-id U] [--linker similarity]
+    ray job submit -- python -m jobs.link [--user-id U] [--linker similarity]
 
 Each entry's most similar entries come from the vector index (through the RetrievalRouter);
 the linker (LLM, or similarity with shared words without one) keeps the related ones.
@@ -14,10 +14,9 @@ import asyncio
 
 import numpy as np
 
-from serve_app.jobs import store
-from serve_app.jobs.deciders import make_linker
-from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
-from serve_app.storage.postgres import ACTIVE_VERSION
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from serve_app.maintenance.deciders import make_linker
+from serve_app.storage import jobs_repo, links_repo, maintenance_repo
 
 KIND = "link"
 
@@ -26,7 +25,7 @@ class LinkBatch:
     def __init__(
         self, dsn: str, job_id: str, app: str, linker: str, top_k: int, min_score: float
     ) -> None:
-        self.conn = store.connect(dsn)
+        self.conn = jobs_repo.connect(dsn)
         self.router = router(app)
         self.job_id, self.top_k = job_id, top_k
         self.linker = make_linker(linker, min_score, top_k)
@@ -39,7 +38,7 @@ class LinkBatch:
         for user, ids in by_user.items():
             hits = self.router.neighbours.remote(user, ids, self.top_k).result()
             wanted = set(ids) | {h for lst in hits.values() for h, _ in lst}
-            entries = store.load_entries(self.conn, user, sorted(wanted))
+            entries = maintenance_repo.load_entries(self.conn, user, sorted(wanted))
 
             tasks = [
                 self.linker.links(
@@ -50,8 +49,8 @@ class LinkBatch:
             ]
             links = self.loop.run_until_complete(_gather(tasks))
             with self.conn.transaction():
-                store.save_links(self.conn, self.job_id, user, links)
-                store.mark_done(self.conn, self.job_id, "link", ids)
+                links_repo.save_links(self.conn, self.job_id, user, links)
+                jobs_repo.mark_done(self.conn, self.job_id, "link", ids)
         return {"n": np.array([len(batch["id"])])}
 
 
@@ -68,15 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     params = {"linker": args.linker, "top_k": args.top_k, "min_score": args.min_score}
     with JobRun(args, KIND, params) as run:
         prm, job = run.params, run.job_id
-        where, scope = store.user_scope(run.user_id, "e.user_id")
-        ds = read_sql(
-            run.dsn,
-            f"SELECT e.id::text AS id, e.user_id FROM memory_entries e WHERE {where}"
-            f" AND e.version = {ACTIVE_VERSION} AND NOT"
-            " EXISTS (SELECT 1 FROM job_items j WHERE j.job_id=%s AND j.stage='link'"
-            " AND j.item_id = e.id::text) ORDER BY e.user_id, e.id",
-            (*scope, job),
-        ).map_batches(
+        ds = read_sql(run.dsn, maintenance_repo.entries_to_visit(job, "link", run.user_id))
+        ds = ds.map_batches(
             LinkBatch,
             fn_constructor_kwargs={
                 "dsn": run.dsn, "job_id": job, "app": args.app, "linker": prm["linker"],
@@ -84,12 +76,11 @@ def main(argv: list[str] | None = None) -> None:
             },
             **actor_args(args),
         )  # fmt: skip
-        done = store.count_done(run.conn, job, "link")
-        run.run_stage("link", ds, store.count_entries(run.conn, run.user_id), done)
-        links = run.conn.execute(
-            "SELECT count(*) AS n FROM memory_links WHERE job_id=%s", (job,)
-        ).fetchone()["n"]
-        run.finish({"entries": store.count_entries(run.conn, run.user_id), "links": links})
+        done = jobs_repo.count_done(run.conn, job, "link")
+        run.run_stage("link", ds, maintenance_repo.count_entries(run.conn, run.user_id), done)
+        links = links_repo.count_job_links(run.conn, job)
+        entries = maintenance_repo.count_entries(run.conn, run.user_id)
+        run.finish({"entries": entries, "links": links})
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from pydantic import (
 from serve_app.timeparse import TimestampError, parse_timestamp
 
 # Ids end up in URLs, logs and collection names: keep them printable and bounded.
-Id = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"),
-]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
 Metadata = dict[str, Any]
 
@@ -171,6 +169,32 @@ class SearchResponse(BaseModel):
     results: list[ScoredMemory]
     took_ms: float
 
+    @classmethod
+    def from_search(cls, res: dict, expand_links: bool) -> SearchResponse:
+        """The retrieval component's answer (rows with `score`, and `linked` rows)."""
+        return cls(
+            results=[
+                ScoredMemory(
+                    **Memory.from_row(r).model_dump(),
+                    score=r["score"],
+                    linked=(
+                        [
+                            LinkedMemory(
+                                **Memory.from_row(x).model_dump(),
+                                reason=x["reason"],
+                                link_score=x["link_score"],
+                            )
+                            for x in r.get("linked", [])
+                        ]
+                        if expand_links
+                        else None
+                    ),
+                )
+                for r in res["results"]
+            ],
+            took_ms=res["took_ms"],
+        )
+
 
 class MemoryList(BaseModel):
     memories: list[Memory]
@@ -229,6 +253,38 @@ class SessionStatus(BaseModel):
     metadata: Metadata
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_status(
+        cls, user_id: str, session_id: str, st: dict, llm: dict | None
+    ) -> SessionStatus:
+        """From the store's session status ({session: row, counts, memories}) and LLM work."""
+        s = st["session"]
+        ratio = (
+            round(s["compressed_tokens"] / s["raw_tokens"], 4)
+            if s["compressed_tokens"] and s["raw_tokens"]
+            else None
+        )
+        return cls(
+            session_id=session_id,
+            user_id=user_id,
+            messages=MessageCounts(**st["counts"]),
+            memories=st["memories"],
+            tokens=TokenCounts(
+                raw=s["raw_tokens"],
+                compressed=s["compressed_tokens"],
+                llm_input=s["llm_input_tokens"],
+                llm_output=s["llm_output_tokens"],
+                llm_calls=s["llm_calls"],
+                compression_ratio=ratio,
+            ),
+            pipeline=PipelineCounts(segments=s["segments"], flushes=s["flushes"]),
+            llm=llm,
+            summary=s["summary"],
+            metadata=s["metadata"] or {},
+            created_at=s["created_at"],
+            updated_at=s["updated_at"],
+        )
 
 
 class Deleted(BaseModel):

@@ -1,14 +1,14 @@
 """Embedding rebuild job (Ray Data): re-embed every memory with another model into a new index
 generation (new Qdrant collections), then switch searches to it atomically.
 
-    ray job submit -- python -m serve_app.jobs.reembed --model PATH_OR_NAME [--no-activate]
+    ray job submit -- python -m jobs.reembed --model PATH_OR_NAME [--no-activate]
 
 The embedding runs on an actor pool (fractional GPUs with --num-gpus); vectors are written
 through the RetrievalRouter, which owns the index. Searches keep using the active generation
 meanwhile; entries added or changed during the build are caught up at the end through the
 router, and after the switch the router keeps the generation current itself. Resumable:
 entries already in the generation are skipped on restart. The replaced generation is kept:
-rollback is one call (`python -m serve_app.jobs.generations rollback`, or POST /v1/jobs with
+rollback is one call (`python -m jobs.generations rollback`, or POST /v1/jobs with
 kind "rollback").
 """
 
@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import ray
 
-from serve_app.jobs import store
-from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from serve_app.storage import maintenance_repo
 from serve_app.storage.vectors import VectorPoint
+from serve_app.storage.versions_repo import GenerationIncomplete
 
 KIND = "reembed"
 
@@ -76,9 +77,7 @@ def _activate(handle, gen: int, attempts: int = 20) -> dict:
     for _ in range(attempts - 1):
         try:
             return handle.activate_generation.remote(gen).result()
-        except Exception as e:
-            if "still lacks" not in str(e):
-                raise
+        except GenerationIncomplete:
             handle.sweep_generation.remote(gen).result()
     return handle.activate_generation.remote(gen).result()
 
@@ -103,20 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         else:
             handle.create_generation.remote(run.params["model"]).result()
         # The generation indexes one memory version (the one active when it was created).
-        version = run.conn.execute(
-            "SELECT memory_version FROM vector_generations WHERE generation=%s", (gen,)
-        ).fetchone()["memory_version"]
-        total = store.count_entries(run.conn, None, version)
+        version = maintenance_repo.generation_memory_version(run.conn, gen)
+        total = maintenance_repo.count_entries(run.conn, None, version)
         done = total - handle.generation_missing.remote(gen).result()
         ds = (
-            read_sql(
-                run.dsn,
-                "SELECT e.id::text AS id, e.user_id, e.session_id, e.ts, e.speaker, e.index_text,"
-                " e.updated_at FROM memory_entries e WHERE e.version=%s AND NOT EXISTS (SELECT 1"
-                " FROM generation_members m WHERE m.generation=%s AND m.entry_id=e.id)"
-                " ORDER BY e.id",
-                (version, gen),
-            )
+            read_sql(run.dsn, maintenance_repo.entries_missing_from_generation(version, gen))
             .map_batches(
                 EmbedBatch,
                 fn_constructor_kwargs={

@@ -16,8 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from serve_app.jobs.consolidation import DedupDecider, LLMDecider
-from serve_app.jobs.linking import LLMLinker, SimilarityLinker
+from serve_app.maintenance.consolidation import DedupDecider, LLMDecider
+from serve_app.maintenance.linking import LLMLinker, SimilarityLinker
 
 
 def _numbered(block: str) -> list[str]:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from serve_app.api_models import AddMemoriesRequest, MemoryPatch, SearchRequest
+from serve_app.api.models import AddMemoriesRequest, JobRequest, MemoryPatch, SearchRequest
 
 
 def _add(**kw):
@@ -69,3 +69,46 @@ def test_patch_needs_a_change():
     with pytest.raises(ValidationError, match="importance"):
         MemoryPatch.model_validate({"importance": 2})
     assert MemoryPatch.model_validate({"memory": "new"}).memory == "new"
+
+
+def test_job_request_validation():
+    r = JobRequest(kind="consolidate", user_id="u1", decider="dedup", min_score=0.7)
+    assert r.job_params() == {"decider": "dedup", "min_score": 0.7}
+    assert JobRequest(kind="reembed", model="/models/x").job_params() == {"model": "/models/x"}
+    for bad in (
+        {"kind": "reembed"},  # no model
+        {"kind": "reembed", "model": "m", "user_id": "u"},  # rebuilds are global
+        {"kind": "link", "decider": "dedup"},  # not a link parameter
+        {"kind": "consolidate", "decider": "scripted:/etc/passwd"},  # not over HTTP
+        {"kind": "consolidate", "top_k": 0},
+        {"kind": "vacuum"},
+    ):
+        with pytest.raises(ValidationError):
+            JobRequest(**bad)
+
+
+def test_reextract_request_validation():
+    r = JobRequest(kind="reextract", prompt="Facts only.", no_compress=True, llm_model="m",
+                   entry_unit="window2", activate=False)  # fmt: skip
+    params = r.job_params()
+    assert params == {"prompt": "Facts only.", "no_compress": True, "llm_model": "m",
+                      "entry_unit": "window2", "no_activate": True}  # fmt: skip
+    assert JobRequest(kind="reextract").job_params() == {}  # the service's configuration
+    assert JobRequest(kind="reextract", activate=True).job_params() == {}
+    for bad in (
+        {"kind": "reextract", "user_id": "u"},  # a memory version covers every user
+        {"kind": "reextract", "compress_rate": 0.5, "no_compress": True},
+        {"kind": "reextract", "llm_model": "m", "no_llm": True},
+        {"kind": "reextract", "compress_rate": 0},
+        {"kind": "reextract", "entry_unit": "sentence"},
+        {"kind": "reextract", "prompt": "   "},
+        {"kind": "reextract", "model": "/models/x"},  # a reembed parameter
+        {"kind": "consolidate", "no_llm": True},
+        {"kind": "reextract", "job_id": "j", "no_llm": True},  # a resumed job keeps its own
+    ):
+        with pytest.raises(ValidationError):
+            JobRequest(**bad)
+
+
+def test_search_request_expand_links_defaults_off():
+    assert SearchRequest(user_id="u", query="q").expand_links is False

@@ -17,15 +17,15 @@ from collections.abc import Callable
 import psycopg
 import ray
 
-from serve_app.jobs import store
-from serve_app.jobs.progress import Progress
+from serve_app.maintenance.progress import Progress
 from serve_app.settings import Settings
+from serve_app.storage import jobs_repo
 
 logger = logging.getLogger("memserve.jobs")
 
 
 def base_parser(kind: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m serve_app.jobs.{kind}", description=description)
+    p = argparse.ArgumentParser(prog=f"python -m jobs.{kind}", description=description)
     p.add_argument("--job-id", default=None, help="resume this job (default: a new one)")
     p.add_argument("--user-id", default=None, help="only this user (default: everyone)")
     p.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: MEMSERVE_PG_DSN)")
@@ -49,7 +49,9 @@ def connection_factory(dsn: str) -> Callable[[], psycopg.Connection]:
     return functools.partial(psycopg.connect, dsn)
 
 
-def read_sql(dsn: str, sql: str, params: tuple = ()) -> ray.data.Dataset:
+def read_sql(dsn: str, query: tuple[str, tuple]) -> ray.data.Dataset:
+    """A dataset of `query` (SQL text and parameters from a storage repository)."""
+    sql, params = query
     return ray.data.read_sql(
         sql, connection_factory(dsn), sql_params=params or None, ray_remote_args={"num_cpus": 0.05}
     )
@@ -89,8 +91,8 @@ class JobRun:
         self.job_id = str(uuid.UUID(args.job_id)) if args.job_id else str(uuid.uuid4())
         self.kind = kind
         self.user_id = args.user_id
-        self.conn = store.connect(self.dsn)
-        self.row = store.ensure_job(self.conn, self.job_id, kind, self.user_id, params)
+        self.conn = jobs_repo.connect(self.dsn)
+        self.row = jobs_repo.ensure_job(self.conn, self.job_id, kind, self.user_id, params)
         # A resumed job keeps the parameters it was started with.
         self.params = {**params, **(self.row["params"] or {})}
         self.state: dict = dict(self.row["state"] or {})
@@ -102,7 +104,7 @@ class JobRun:
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        store.start_job(self.conn, self.job_id, _submission_id())
+        jobs_repo.start_job(self.conn, self.job_id, _submission_id())
         logger.info(
             "job %s (%s) user=%s params=%s", self.job_id, self.kind, self.user_id, self.params
         )
@@ -114,18 +116,18 @@ class JobRun:
             # Ray stops a job with SIGTERM, which its driver sees as SystemExit.
             stopped = isinstance(exc, SystemExit | KeyboardInterrupt)
             logger.error("job %s %s: %s", self.job_id, "stopped" if stopped else "failed", err)
-            store.fail_job(self.conn, self.job_id, err, "stopped" if stopped else "failed")
+            jobs_repo.fail_job(self.conn, self.job_id, err, "stopped" if stopped else "failed")
         self.conn.close()
 
     def save_state(self, **state) -> None:
         self.state.update(state)
-        store.merge_state(self.conn, self.job_id, state)
+        jobs_repo.merge_state(self.conn, self.job_id, state)
 
     def report(self, stage: str, p: Progress, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_report >= 1.0:
             self._last_report = now
-            store.report_progress(
+            jobs_repo.report_progress(
                 self.conn, self.job_id, stage, p.total, p.done, p.rate_per_s, p.eta_s
             )
             logger.info("job %s %s", self.job_id, p.line(stage))
@@ -159,5 +161,5 @@ class JobRun:
 
     def finish(self, result: dict) -> None:
         result = {**result, "stages": self.stages}
-        store.finish_job(self.conn, self.job_id, result)
+        jobs_repo.finish_job(self.conn, self.job_id, result)
         logger.info("job %s done: %s", self.job_id, result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serve_app.jobs.consolidation import ChatMessage, Entry, normalize
+from serve_app.maintenance.consolidation import ChatMessage, Entry, normalize
 from serve_app.retrieval.tokenize import STOPWORDS
 
 

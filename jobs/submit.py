@@ -7,13 +7,11 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-# Ray job status -> what the `jobs` row should say when the driver ended without saying it.
-DEAD = {"STOPPED": "stopped", "FAILED": "failed"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def entrypoint(kind: str, job_id: str, user_id: str | None, params: dict) -> str:
-    args = [sys.executable, "-m", f"serve_app.jobs.{kind}", "--job-id", job_id]
+    args = [sys.executable, "-m", f"jobs.{kind}", "--job-id", job_id]
     if user_id:
         args += ["--user-id", user_id]
     for key, value in params.items():
