@@ -187,12 +187,10 @@ def parse_decision(
 ) -> GroupDecision:
     """The LLM's JSON as a decision; ParseError names what is wrong (shown to the model)."""
     from serve_app.llm.base import ParseError
-    from serve_app.llm.jsonreply import loads_object
+    from serve_app.llm.jsonreply import list_field, loads_object
 
     obj = loads_object(text)
-    items = obj.get("decisions")
-    if not isinstance(items, list):
-        raise ParseError("`decisions` must be a list")
+    items = list_field(obj, "decisions")
     by_index: dict[int, CandidateDecision] = {}
     for item in items:
         if not isinstance(item, dict):

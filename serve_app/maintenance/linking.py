@@ -93,12 +93,9 @@ def link_messages(anchor: Entry, candidates: Sequence[Entry]) -> list[ChatMessag
 
 def parse_links(text: str, anchor: Entry, candidates: Sequence[tuple[Entry, float]]) -> list[Link]:
     from serve_app.llm.base import ParseError
-    from serve_app.llm.jsonreply import loads_object
+    from serve_app.llm.jsonreply import list_field, loads_object
 
-    obj = loads_object(text)
-    items = obj.get("links")
-    if not isinstance(items, list):
-        raise ParseError("`links` must be a list")
+    items = list_field(loads_object(text), "links")
     out: dict[str, Link] = {}
     for item in items:
         i = item.get("candidate") if isinstance(item, dict) else None

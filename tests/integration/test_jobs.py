@@ -78,6 +78,23 @@ def _submit_cli(job_id, kind, *args) -> str:
     )
 
 
+def _stopped_part_way(c, kind, *args) -> tuple[str, dict]:
+    """A job started like `ray job submit` and stopped once it has made progress: its id and
+    its final row (status `stopped`)."""
+    job_id = str(uuid.uuid4())
+    sid = _submit_cli(job_id, kind, *args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
+        if body.get("done", 0) > 0 and body.get("status") == "running":
+            break
+        time.sleep(0.1)
+    submit.client().stop_job(sid)
+    body = _wait_job(c, job_id)
+    assert body["status"] == "stopped", body
+    return job_id, body
+
+
 def _pg():
     return psycopg.connect(os.environ["MEMSERVE_PG_DSN"], autocommit=True)
 
@@ -200,20 +217,10 @@ def test_dedup_without_llm_and_killed_job_resumes_to_same_result(running):
     with running.client() as c:
         _ingest(c, user, history)
         # Started like `ray job submit`, small batches so that it is stopped part-way through.
-        job_id = str(uuid.uuid4())
-        sid = _submit_cli(
-            job_id, "consolidate", "--user-id", user, "--min-score", "0.5",
+        job_id, body = _stopped_part_way(
+            c, "consolidate", "--user-id", user, "--min-score", "0.5",
             "--batch-size", "4", "--concurrency", "1",
         )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
-            if body.get("done", 0) > 0 and body.get("status") == "running":
-                break
-            time.sleep(0.1)
-        submit.client().stop_job(sid)
-        body = _wait_job(c, job_id)
-        assert body["status"] == "stopped", body
         assert body["done"] < body["total"] or body["stage"] != "apply", body
 
         # Resumed over HTTP: finishes the work it had not done, and nothing twice.
@@ -501,20 +508,10 @@ def test_reextract_killed_and_resumed_ends_like_an_uninterrupted_run(running):
             r = c.post("/v1/jobs", json=bad)
             assert r.status_code == 422, (bad, r.text)
 
-        job_id = str(uuid.uuid4())
-        sid = _submit_cli(
-            job_id, "reextract", "--no-llm", "--entry-unit", "message", "--no-compress",
+        job_id, body = _stopped_part_way(
+            c, "reextract", "--no-llm", "--entry-unit", "message", "--no-compress",
             "--no-activate", "--batch-size", "1",
         )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
-            if body.get("done", 0) > 0 and body.get("status") == "running":
-                break
-            time.sleep(0.1)
-        submit.client().stop_job(sid)
-        body = _wait_job(c, job_id)
-        assert body["status"] == "stopped", body
         assert body["done"] < body["total"], body
 
         # Resumed over HTTP with the same id (the job's own parameters): it finishes what was
