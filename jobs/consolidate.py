@@ -21,7 +21,7 @@ from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
 from serve_app.maintenance.consolidation import GroupDecision, older_candidates, plan_group
 from serve_app.maintenance.deciders import make_decider
 from serve_app.storage import consolidation_repo, jobs_repo, maintenance_repo
-from serve_app.storage.locks import lock_user_shared_sync
+from serve_app.storage.locks import lock_user_sync
 
 logger = logging.getLogger("memserve.jobs")
 KIND = "consolidate"
@@ -115,7 +115,7 @@ class Apply:
 
     def _apply(self, user: str, anchor_id: str, decision: GroupDecision) -> None:
         with self.conn.transaction():
-            lock_user_shared_sync(self.conn, user)
+            lock_user_sync(self.conn, user)
             ids = [anchor_id] + [d.candidate_id for d in decision.decisions]
             current = maintenance_repo.load_entries(self.conn, user, ids, lock=True)
             plan = plan_group(decision, current)

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import psycopg
 
-from serve_app.messages import StoredMessage
-from serve_app.storage.locks import lock_user_shared_sync
+from serve_app.storage.locks import lock_user_sync
 from serve_app.storage.maintenance_repo import add_llm_usage, bump_index_version, insert_entries
-from serve_app.storage.postgres import EntryRow, _to_message, add_version_sql
+from serve_app.storage.postgres import EntryRow, StoredMessage, _to_message, add_version_sql
 
 
 class GenerationGone(RuntimeError):
@@ -66,7 +65,7 @@ def begin_session_rewrite(
     lock, check the generation is still building (GenerationGone if not) and delete what an
     earlier try wrote of the session in the version; its entry ids, or None if the session was
     erased meanwhile."""
-    lock_user_shared_sync(conn, user_id)
+    lock_user_sync(conn, user_id)
     status = conn.execute(
         "SELECT status FROM vector_generations WHERE generation=%s FOR SHARE", (generation,)
     ).fetchone()

@@ -286,20 +286,7 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
         _ingest(c, user, {"s1": [_msg(f"r{i}", f"Fact number {i} about trains.", 2)
                                  for i in range(20)]})  # fmt: skip
 
-        def search_loop():
-            with running.client() as sc:
-                while not stop.is_set():
-                    for strategy in ("embedding", "hybrid"):
-                        r = sc.post(
-                            "/v1/search",
-                            json={"user_id": user, "query": "trains", "strategy": strategy},
-                        )
-                        if r.status_code != 200 or not r.json()["results"]:
-                            errors.append(f"{r.status_code} {r.text[:300]}")
-                        served[strategy] += 1
-
-        t = threading.Thread(target=search_loop, daemon=True)
-        t.start()
+        t = _search_loop(running, user, stop, errors, served, "trains", ("embedding", "hybrid"))
         try:
             r = c.post("/v1/jobs", json={"kind": "reembed", "model": str(model)})
             assert r.status_code == 202, r.text
@@ -354,14 +341,25 @@ def _wait_processed(c, user, session, n, timeout_s=60) -> None:
         time.sleep(0.2)
 
 
-def _search_loop(running, user, stop, errors, served) -> threading.Thread:
+def _search_loop(
+    running,
+    user,
+    stop,
+    errors,
+    served,
+    query="hiking trip",
+    strategies=("embedding", "hybrid", "bm25"),
+) -> threading.Thread:
+    """Searches of every strategy until `stop` is set; failures and empty answers go to
+    `errors`, counts per strategy to `served`."""
+
     def loop():
         with running.client() as sc:
             while not stop.is_set():
-                for strategy in ("embedding", "hybrid", "bm25"):
+                for strategy in strategies:
                     r = sc.post(
                         "/v1/search",
-                        json={"user_id": user, "query": "hiking trip", "strategy": strategy},
+                        json={"user_id": user, "query": query, "strategy": strategy},
                     )
                     if r.status_code != 200 or not r.json()["results"]:
                         errors.append(f"{r.status_code} {r.text[:300]}")

@@ -1,5 +1,7 @@
 """Entries as the jobs read and write them, against a throwaway database."""
 
+import uuid
+
 from serve_app.storage import jobs_repo, maintenance_repo
 from serve_app.storage.postgres import EntryRow, entry_id
 from tests.unit.storage.job_db import T0, entry_ids, seeded
@@ -56,4 +58,37 @@ def test_job_writes_entries_of_a_version_and_counts_only_the_active_one(dsn):
     maintenance_repo.add_llm_usage(conn, LLMUsage())
     r = conn.execute("SELECT calls, prompt_tokens, completion_tokens FROM llm_usage").fetchone()
     assert (r["calls"], r["prompt_tokens"], r["completion_tokens"]) == (2, 200, 40)
+    conn.close()
+
+
+def test_entries_to_visit_skip_what_the_stage_recorded_and_other_users(dsn):
+    a, b, c = entry_ids()
+    conn = jobs_repo.connect(dsn)
+    job = str(uuid.uuid4())
+    jobs_repo.ensure_job(conn, job, "link", None, {})
+    jobs_repo.mark_done(conn, job, "link", [b])
+    jobs_repo.mark_done(conn, job, "queue", [c])  # another stage's record
+    for user in ("u", None):
+        sql, params = maintenance_repo.entries_to_visit(job, "link", user)
+        got = [r["id"] for r in conn.execute(sql, params).fetchall()]
+        assert got == sorted([a, c]), user
+    sql, params = maintenance_repo.entries_to_visit(job, "link", "nobody")
+    assert conn.execute(sql, params).fetchall() == []
+    conn.close()
+
+
+def test_entries_missing_from_a_generation_and_its_version(dsn):
+    a, b, c = entry_ids()
+    conn = jobs_repo.connect(dsn)
+    conn.execute(
+        "INSERT INTO vector_generations (generation, embedding_model, dim, collection, status,"
+        " memory_version) VALUES (3, 'm', 3, 'c', 'building', 1)"
+    )
+    conn.execute("INSERT INTO generation_members (generation, entry_id) VALUES (3, %s)", (b,))
+    assert maintenance_repo.generation_memory_version(conn, 3) == 1
+    sql, params = maintenance_repo.entries_missing_from_generation(1, 3)
+    rows = conn.execute(sql, params).fetchall()
+    assert [r["id"] for r in rows] == sorted([a, c])
+    assert set(rows[0]) == {"id", "user_id", "session_id", "ts", "speaker", "index_text",
+                            "updated_at"}  # fmt: skip
     conn.close()
