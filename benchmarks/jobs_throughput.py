@@ -72,7 +72,7 @@ def _run_job(client: httpx.Client, payload: dict, timeout_s: float = 1800) -> di
         # The scripted engine double is not offered over HTTP: submit like `ray job submit`.
         import uuid
 
-        from serve_app.jobs import submit
+        from jobs import submit
 
         job_id = str(uuid.uuid4())
         submit.client().submit_job(

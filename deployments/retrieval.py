@@ -489,7 +489,9 @@ class RetrievalRouterDeployment:
             # are filled by their job and the sweep.
             missing = await self.generation_missing(generation)
             if missing:
-                raise RuntimeError(f"generation {generation} still lacks {missing} entries")
+                raise versions_repo.GenerationIncomplete(
+                    f"generation {generation} still lacks {missing} entries"
+                )
         return await self._switch(generation, ("building", "previous"))
 
     async def rollback_generation(self) -> dict:
@@ -591,7 +593,7 @@ class RetrievalRouterDeployment:
         return {"results": results, "took_ms": (time.perf_counter() - t0) * 1000}
 
     async def _expand_links(self, user_id: str, results: list[dict], per_hit: int) -> None:
-        from serve_app.jobs.store import linked_memories
+        from serve_app.storage.links_repo import linked_memories
 
         links = await linked_memories(self.pool, user_id, [r["id"] for r in results], per_hit)
         wanted = sorted({lk["id"] for lst in links.values() for lk in lst})

@@ -31,6 +31,14 @@ def loads_object(text: str) -> dict:
     return data
 
 
+def list_field(obj: dict, key: str) -> list:
+    """The list under `key` of a reply's JSON object; ParseError if it is not a list."""
+    items = obj.get(key)
+    if not isinstance(items, list):
+        raise ParseError(f"`{key}` must be a list")
+    return items
+
+
 def pydantic_errors(exc) -> str:
     """A short, model-readable list of validation errors (first five)."""
     parts = []

@@ -24,6 +24,10 @@ class VersionBehind(RuntimeError):
     """A new memory version may not become active while done messages are missing from it."""
 
 
+class GenerationIncomplete(RuntimeError):
+    """A generation may not become active while entries of its version are not embedded in it."""
+
+
 @dataclass(frozen=True)
 class Switched:
     active: int  # generation now active

@@ -12,7 +12,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from serve_app.jobs import submit
+from jobs import submit
 from tests.fixtures.random_models import build_random_sentence_transformer
 
 pytestmark = pytest.mark.integration
@@ -69,13 +69,30 @@ def _wait_job(c, job_id, timeout_s=150) -> dict:
 
 
 def _submit_cli(job_id, kind, *args) -> str:
-    """What `ray job submit -- python -m serve_app.jobs.<kind> ...` does."""
+    """What `ray job submit -- python -m jobs.<kind> ...` does."""
     client = submit.client()
     return client.submit_job(
         entrypoint=submit.entrypoint(kind, job_id, None, {}) + " " + " ".join(args),
         runtime_env={"env_vars": {"PYTHONPATH": str(submit.ROOT)}},
         entrypoint_num_cpus=0,
     )
+
+
+def _stopped_part_way(c, kind, *args) -> tuple[str, dict]:
+    """A job started like `ray job submit` and stopped once it has made progress: its id and
+    its final row (status `stopped`)."""
+    job_id = str(uuid.uuid4())
+    sid = _submit_cli(job_id, kind, *args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
+        if body.get("done", 0) > 0 and body.get("status") == "running":
+            break
+        time.sleep(0.1)
+    submit.client().stop_job(sid)
+    body = _wait_job(c, job_id)
+    assert body["status"] == "stopped", body
+    return job_id, body
 
 
 def _pg():
@@ -200,20 +217,10 @@ def test_dedup_without_llm_and_killed_job_resumes_to_same_result(running):
     with running.client() as c:
         _ingest(c, user, history)
         # Started like `ray job submit`, small batches so that it is stopped part-way through.
-        job_id = str(uuid.uuid4())
-        sid = _submit_cli(
-            job_id, "consolidate", "--user-id", user, "--min-score", "0.5",
+        job_id, body = _stopped_part_way(
+            c, "consolidate", "--user-id", user, "--min-score", "0.5",
             "--batch-size", "4", "--concurrency", "1",
         )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
-            if body.get("done", 0) > 0 and body.get("status") == "running":
-                break
-            time.sleep(0.1)
-        submit.client().stop_job(sid)
-        body = _wait_job(c, job_id)
-        assert body["status"] == "stopped", body
         assert body["done"] < body["total"] or body["stage"] != "apply", body
 
         # Resumed over HTTP: finishes the work it had not done, and nothing twice.
@@ -279,20 +286,7 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
         _ingest(c, user, {"s1": [_msg(f"r{i}", f"Fact number {i} about trains.", 2)
                                  for i in range(20)]})  # fmt: skip
 
-        def search_loop():
-            with running.client() as sc:
-                while not stop.is_set():
-                    for strategy in ("embedding", "hybrid"):
-                        r = sc.post(
-                            "/v1/search",
-                            json={"user_id": user, "query": "trains", "strategy": strategy},
-                        )
-                        if r.status_code != 200 or not r.json()["results"]:
-                            errors.append(f"{r.status_code} {r.text[:300]}")
-                        served[strategy] += 1
-
-        t = threading.Thread(target=search_loop, daemon=True)
-        t.start()
+        t = _search_loop(running, user, stop, errors, served, "trains", ("embedding", "hybrid"))
         try:
             r = c.post("/v1/jobs", json={"kind": "reembed", "model": str(model)})
             assert r.status_code == 202, r.text
@@ -347,14 +341,25 @@ def _wait_processed(c, user, session, n, timeout_s=60) -> None:
         time.sleep(0.2)
 
 
-def _search_loop(running, user, stop, errors, served) -> threading.Thread:
+def _search_loop(
+    running,
+    user,
+    stop,
+    errors,
+    served,
+    query="hiking trip",
+    strategies=("embedding", "hybrid", "bm25"),
+) -> threading.Thread:
+    """Searches of every strategy until `stop` is set; failures and empty answers go to
+    `errors`, counts per strategy to `served`."""
+
     def loop():
         with running.client() as sc:
             while not stop.is_set():
-                for strategy in ("embedding", "hybrid", "bm25"):
+                for strategy in strategies:
                     r = sc.post(
                         "/v1/search",
-                        json={"user_id": user, "query": "hiking trip", "strategy": strategy},
+                        json={"user_id": user, "query": query, "strategy": strategy},
                     )
                     if r.status_code != 200 or not r.json()["results"]:
                         errors.append(f"{r.status_code} {r.text[:300]}")
@@ -391,7 +396,7 @@ def test_reextract_with_an_llm_switches_under_search_load_and_rolls_back_in_one_
         assert {m["kind"] for m in before} == {"message"} and len(before) == 13
         t = _search_loop(running, user, stop, errors, served)
         try:
-            # Started like `ray job submit -- python -m serve_app.jobs.reextract ...`.
+            # Started like `ray job submit -- python -m jobs.reextract ...`.
             job_id = str(uuid.uuid4())
             _submit_cli(
                 job_id, "reextract", "--llm-base-url", double.base_url, "--llm-model", "double",
@@ -501,20 +506,10 @@ def test_reextract_killed_and_resumed_ends_like_an_uninterrupted_run(running):
             r = c.post("/v1/jobs", json=bad)
             assert r.status_code == 422, (bad, r.text)
 
-        job_id = str(uuid.uuid4())
-        sid = _submit_cli(
-            job_id, "reextract", "--no-llm", "--entry-unit", "message", "--no-compress",
+        job_id, body = _stopped_part_way(
+            c, "reextract", "--no-llm", "--entry-unit", "message", "--no-compress",
             "--no-activate", "--batch-size", "1",
         )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            body = c.get(f"/v1/jobs/{job_id}").json() if _job_exists(c, job_id) else {}
-            if body.get("done", 0) > 0 and body.get("status") == "running":
-                break
-            time.sleep(0.1)
-        submit.client().stop_job(sid)
-        body = _wait_job(c, job_id)
-        assert body["status"] == "stopped", body
         assert body["done"] < body["total"], body
 
         # Resumed over HTTP with the same id (the job's own parameters): it finishes what was

@@ -1,0 +1,32 @@
+"""GET /readyz: every dependency checked with a deadline, answered as one report."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+
+async def check(name: str, call: Awaitable, timeout_s: float = 5) -> tuple[str, dict]:
+    """(name, {ok, ...details}) of one dependency; a failure or timeout is ok=False."""
+    try:
+        detail = await asyncio.wait_for(call, timeout=timeout_s)
+        return name, {"ok": True, **(detail or {})}
+    except Exception as e:
+        return name, {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def report(checks: dict[str, dict]) -> tuple[int, dict]:
+    """(HTTP status, body) from the checks of postgresql, retrieval_router, embedder and
+    ingest_worker; Qdrant and the compressor are reported through the router and the worker."""
+    checks = dict(checks)
+    # The router's readiness includes Qdrant's answer.
+    checks["qdrant"] = {
+        "ok": checks["retrieval_router"]["ok"],
+        "mode": checks["retrieval_router"].get("qdrant"),
+    }
+    worker = checks["ingest_worker"]
+    checks["compressor"] = worker.pop(
+        "compression", {"ok": False, "error": "ingest worker did not answer"}
+    )
+    ok = all(c["ok"] for c in checks.values())
+    return 200 if ok else 503, {"status": "ready" if ok else "not_ready", "checks": checks}
