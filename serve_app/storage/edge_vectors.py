@@ -1,0 +1,270 @@
+"""Vector index in process: Qdrant Edge (Qdrant's own engine as a library, `qdrant-edge-py`).
+
+The embedded default. qdrant-client's local mode scans a numpy matrix in Python and evaluates
+payload filters point by point (10k points: 18 ms per search, 88 ms with a user filter); Qdrant
+Edge runs the server's segment code in Rust: one shard per index generation, the user id as an
+indexed keyword, 0.5-0.6 ms per filtered search at 10k x 384 measured here. It answers the same
+calls as `QdrantVectorStore` (tests/unit/storage/test_vectors_congruence.py runs them side by
+side). One process owns a shard directory, like local mode: the MemoryIndex replica.
+
+Engine calls are synchronous Rust; writes and searches run in a worker thread so the replica's
+event loop keeps serving while a large batch is indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from serve_app.storage.vectors import VectorFilters, VectorPoint
+
+_META = "memserve-vectors.json"  # the dimension, checked before a shard is opened
+_FIELDS = (
+    ("user_id", "Keyword"),
+    ("session_id", "Keyword"),
+    ("speaker", "Keyword"),
+    ("ts", "Float"),
+)
+
+
+class EdgeVectorStore:
+    layout = "edge"
+
+    def __init__(self, root: str | Path, base: str, dim: int) -> None:
+        import qdrant_edge as qe
+
+        self._qe = qe
+        self.root = Path(root)
+        self.base = base
+        self.dim = dim
+        self._path = self.root / base
+        self._shard = None
+        # Rust calls are not declared thread-safe for concurrent writes; one lock per store.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, *, path: str, base: str, dim: int) -> EdgeVectorStore:
+        return cls(path, base, dim)
+
+    def _open_shard(self, create: bool):
+        if self._shard is not None:
+            return self._shard
+        qe = self._qe
+        meta = self._path / _META
+        if meta.exists():
+            size = json.loads(meta.read_text())["dim"]
+            if size != self.dim:
+                raise RuntimeError(
+                    f"vector shard {self.base!r} holds {size}-d vectors but the embedder makes "
+                    f"{self.dim}-d ones; rebuild the index for the new model"
+                )
+            shard = qe.EdgeShard.load(str(self._path))
+        elif create:
+            # A directory without the marker is a creation that died half-way: start it again.
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path.mkdir(parents=True)
+            config = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+                max_search_threads=1,
+            )
+            shard = qe.EdgeShard.create(str(self._path), config)
+            for field, kind in _FIELDS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(
+                        field, getattr(qe.PayloadSchemaType, kind)
+                    )
+                )
+            shard.flush()
+            # Written last: a shard directory without it was never completely created.
+            meta.write_text(json.dumps({"dim": self.dim}))
+        else:
+            return None
+        self._shard = shard
+        return shard
+
+    def _filter(self, user_id: str, filters: VectorFilters | None):
+        qe = self._qe
+        must = [qe.FieldCondition(key="user_id", match=qe.MatchValue(user_id))]
+        if filters is not None:
+            if filters.session_id:
+                must.append(
+                    qe.FieldCondition(key="session_id", match=qe.MatchValue(filters.session_id))
+                )
+            if filters.speaker:
+                must.append(
+                    qe.FieldCondition(key="speaker", match=qe.MatchValue(filters.speaker.lower()))
+                )
+            if filters.time_from or filters.time_to:
+                must.append(
+                    qe.FieldCondition(
+                        key="ts",
+                        range=qe.RangeFloat(
+                            gte=filters.time_from.timestamp() if filters.time_from else None,
+                            lte=filters.time_to.timestamp() if filters.time_to else None,
+                        ),
+                    )
+                )
+        return qe.Filter(must=must)
+
+    def _run(self, fn, *args):
+        def locked():
+            with self._lock:
+                return fn(*args)
+
+        return asyncio.to_thread(locked)
+
+    async def check(self) -> None:
+        """Raise if the shard directory cannot be opened."""
+        await self._run(self._open_shard, False)
+
+    async def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        qe = self._qe
+        structs = [
+            qe.Point(
+                p.id,
+                list(map(float, p.vector)),
+                {
+                    "user_id": p.user_id,
+                    "session_id": p.session_id,
+                    "ts": p.ts.timestamp(),
+                    "speaker": (p.speaker or "").lower(),
+                },
+            )
+            for p in points
+        ]
+
+        def write():
+            shard = self._open_shard(True)
+            shard.update(qe.UpdateOperation.upsert_points(structs))
+            shard.flush()
+
+        await self._run(write)
+
+    def search_sync(
+        self, user_id: str, vector: Sequence[float], limit: int, filters: VectorFilters | None
+    ) -> list[tuple[str, float]]:
+        qe = self._qe
+        with self._lock:
+            shard = self._open_shard(False)
+            if shard is None:
+                return []
+            hits = shard.query(
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(list(map(float, vector))),
+                    filter=self._filter(user_id, filters),
+                    with_payload=False,
+                )
+            )
+        return [(str(p.id), float(p.score)) for p in hits]
+
+    async def search(
+        self,
+        user_id: str,
+        vector: Sequence[float],
+        limit: int,
+        filters: VectorFilters | None = None,
+    ) -> list[tuple[str, float]]:
+        # Sub-millisecond at 10k points: a thread hop would cost more than the search.
+        return self.search_sync(user_id, vector, limit, filters)
+
+    async def delete(self, user_id: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        qe = self._qe
+
+        def remove():
+            shard = self._open_shard(False)
+            if shard is None:
+                return
+            # Only this user's points: an id of another user's memory is left alone.
+            keep_user = qe.Filter(
+                must=[
+                    qe.HasIdCondition(set(ids)),
+                    qe.FieldCondition(key="user_id", match=qe.MatchValue(user_id)),
+                ]
+            )
+            shard.update(qe.UpdateOperation.delete_points_by_filter(keep_user))
+            shard.flush()
+
+        await self._run(remove)
+
+    async def delete_user(self, user_id: str) -> None:
+        qe = self._qe
+
+        def remove():
+            shard = self._open_shard(False)
+            if shard is None:
+                return
+            shard.update(qe.UpdateOperation.delete_points_by_filter(self._filter(user_id, None)))
+            shard.flush()
+
+        await self._run(remove)
+
+    async def count(self, user_id: str) -> int:
+        qe = self._qe
+
+        def count():
+            shard = self._open_shard(False)
+            if shard is None:
+                return 0
+            return shard.count(qe.CountRequest(filter=self._filter(user_id, None), exact=True))
+
+        return await self._run(count)
+
+    def with_base(self, base: str, dim: int) -> EdgeVectorStore:
+        """Another shard beside this one (an index generation)."""
+        return EdgeVectorStore(self.root, base, dim)
+
+    async def retrieve_vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        if not ids:
+            return {}
+
+        def read():
+            shard = self._open_shard(False)
+            if shard is None:
+                return {}
+            records = shard.retrieve(list(ids), with_payload=True, with_vector=True)
+            return {
+                str(r.id): list(_dense(r.vector))
+                for r in records
+                if (r.payload or {}).get("user_id") == user_id
+            }
+
+        return await self._run(read)
+
+    async def drop_all(self) -> int:
+        """Delete this base's shard (every user's points); returns how many shards went."""
+
+        def drop():
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
+            if not self._path.exists():
+                return 0
+            shutil.rmtree(self._path)
+            return 1
+
+        return await self._run(drop)
+
+    async def close(self) -> None:
+        def close():
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+
+        await self._run(close)
+
+
+def _dense(vector) -> Sequence[float]:
+    # Records carry {name: vector}; the unnamed dense vector is "".
+    if isinstance(vector, dict):
+        return vector.get("", next(iter(vector.values())))
+    return vector

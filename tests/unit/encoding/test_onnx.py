@@ -1,0 +1,52 @@
+"""The ONNX encoder gives the sentence-transformers vectors of the packaged MiniLM."""
+
+import json
+
+import numpy as np
+import pytest
+
+from serve_app.encoding.onnx import OnnxSentenceEncoder, UnsupportedModel
+from serve_app.settings import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
+
+TEXTS = [
+    "I adopted a golden retriever named Max.",
+    "What did Caroline research?",
+    "x",
+    "A much longer sentence about the trip to the mountains with friends last summer " * 8,
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return resolve_embedding_model(DEFAULT_EMBEDDING_MODEL)
+
+
+def test_same_vectors_as_sentence_transformers(model_dir, tmp_path_factory):
+    from sentence_transformers import SentenceTransformer
+
+    cache = tmp_path_factory.mktemp("onnx")
+    encoder = OnnxSentenceEncoder(model_dir, cache)
+    got = encoder.encode(TEXTS)
+    want = SentenceTransformer(model_dir, device="cpu").encode(TEXTS, normalize_embeddings=True)
+    assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    assert np.allclose(got, want, atol=1e-4)
+    # The second replica loads the cached graph instead of exporting again.
+    graph = encoder.graph
+    mtime = graph.stat().st_mtime_ns
+    again = OnnxSentenceEncoder(model_dir, cache)
+    assert again.graph == graph and graph.stat().st_mtime_ns == mtime
+    assert np.allclose(again.encode(TEXTS[:1]), got[:1], atol=1e-6)
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_refuses_other_poolings(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    cfg = copy / "1_Pooling" / "config.json"
+    data = json.loads(cfg.read_text())
+    data.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(UnsupportedModel, match="mean pooling"):
+        OnnxSentenceEncoder(copy, tmp_path / "cache")
