@@ -1,7 +1,7 @@
 """Offline LoCoMo retrieval evaluation: entry units x BM25 x MiniLM x fusion, in process.
 
 No Ray, no HTTP, no LLM: builds entries with serve_app.entries, ranks them with the same
-BM25Index / fusion / query preparation the RetrievalRouter uses, and scores evidence recall@k
+BM25Index / fusion / query preparation the MemoryIndex uses, and scores evidence recall@k
 exactly as benchmarks/locomo_retrieval.py does. Prints JSON.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.locomo_offline \

@@ -1,5 +1,5 @@
 """Ingress: a thin FastAPI router. Validation lives in serve_app.api_models; the work is done by
-PostgreSQL (writes before answering) and the RetrievalRouter / IngestWorker replica groups."""
+PostgreSQL (writes before answering) and the MemoryIndex / IngestWorker replica groups."""
 
 import asyncio
 import base64

@@ -4,7 +4,7 @@
 
 Stages, each resumable (finished work is recorded in PostgreSQL and skipped on restart):
 1. queue:  every entry's top-k similar older entries from the vector index (through the
-           RetrievalRouter) above --min-score -> `consolidation_groups`.
+           MemoryIndex) above --min-score -> `consolidation_groups`.
 2. decide: the decider (LLM, or the duplicate rule without one) per group -> `decision`.
 3. apply:  per user, oldest group first, one transaction per group: tombstones, merged text,
            re-embedding and re-indexing through the router -> `outcome`.
@@ -152,7 +152,7 @@ class Apply:
             # Inside the transaction: if the index write fails nothing commits, and a retry
             # rewrites the same points (same ids).
             self.router.apply_vector_changes.remote(user, upserts, deletes).result()
-            store.bump_index_version(self.conn, user)
+            store.bump_index_revision(self.conn, user)
             store.set_outcome(self.conn, self.job_id, anchor_id, "applied")
 
 

@@ -2,7 +2,7 @@
 
     ray job submit -- python -m serve_app.jobs.link [--user-id U] [--linker similarity]
 
-Each entry's most similar entries come from the vector index (through the RetrievalRouter);
+Each entry's most similar entries come from the vector index (through the MemoryIndex);
 the linker (LLM, or similarity with shared words without one) keeps the related ones.
 Links go to `memory_links`; `expand_links: true` in /v1/search returns them. Resumable: entries
 already linked by this job are skipped on restart, and links are upserted per pair.

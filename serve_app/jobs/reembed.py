@@ -4,7 +4,7 @@ generation (new Qdrant collections), then switch searches to it atomically.
     ray job submit -- python -m serve_app.jobs.reembed --model PATH_OR_NAME [--no-activate]
 
 The embedding runs on an actor pool (fractional GPUs with --num-gpus); vectors are written
-through the RetrievalRouter, which owns the index. Searches keep using the active generation
+through the MemoryIndex, which owns the index. Searches keep using the active generation
 meanwhile; entries added or changed during the build are caught up at the end through the
 router, and after the switch the router keeps the generation current itself. Resumable:
 entries already in the generation are skipped on restart. The replaced generation is kept:

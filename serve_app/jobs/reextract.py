@@ -11,7 +11,7 @@ index generation (same embedding model as the active one) that searches do not s
 switch. An actor pool runs the LightMem pipeline offline per session (compression through the
 Compressor group, segmentation with the Embedder, one LLM call per flushed buffer through the
 same extraction code, or extractive entries), embeds the entries and writes them - PostgreSQL
-rows of the new version, vectors through the RetrievalRouter - one transaction per session,
+rows of the new version, vectors through the MemoryIndex - one transaction per session,
 which also records the session's messages as done in the version.
 
 Resumable and idempotent: what a version lacks is known per message (messages.versions), so a
@@ -278,7 +278,7 @@ class ReextractBatch:
                 (version, version, user_id, session_id, result.message_ids),
             )
             store.add_llm_usage(conn, result.usage)
-            store.bump_index_version(conn, user_id)
+            store.bump_index_revision(conn, user_id)
 
 
 def _behind_sessions(conn, version: int) -> int:

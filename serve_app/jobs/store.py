@@ -194,8 +194,10 @@ def lock_user_shared(conn: psycopg.Connection, user_id: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 7))", (user_id,))
 
 
-def bump_index_version(conn: psycopg.Connection, user_id: str) -> None:
-    conn.execute("UPDATE users SET index_version = index_version + 1 WHERE user_id=%s", (user_id,))
+def bump_index_revision(conn: psycopg.Connection, user_id: str) -> None:
+    conn.execute(
+        "UPDATE users SET index_revision = index_revision + 1 WHERE user_id=%s", (user_id,)
+    )
 
 
 def insert_entries(conn: psycopg.Connection, rows: Sequence[EntryRow]) -> None:

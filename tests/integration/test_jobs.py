@@ -85,7 +85,7 @@ def _pg():
 def _router():
     from ray import serve
 
-    return serve.get_deployment_handle("RetrievalRouter", app_name="memserve")
+    return serve.get_deployment_handle("MemoryIndex", app_name="memserve")
 
 
 def test_consolidation_with_scripted_engine_double(running, tmp_path):
