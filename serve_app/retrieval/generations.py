@@ -160,16 +160,20 @@ class IndexGenerations:
             raise ValueError(f"no live index generation {generation}")
         return self.generations[generation]
 
+    async def maintain_once(self) -> None:
+        """Follow PostgreSQL, then catch up the live generations of other models."""
+        await self.refresh()
+        for g in list(self.generations.values()):
+            # A building generation is filled by its rebuild job, which sweeps it at the end
+            # (sweep_generation); sweeping it here too would embed twice.
+            if not g.served and g.status != "building":
+                await self.sweep(g)
+
     async def maintain(self) -> None:
-        """Forever: follow PostgreSQL and keep generations of other models current."""
+        """Forever, each second: `maintain_once`."""
         while True:
             try:
-                await self.refresh()
-                for g in list(self.generations.values()):
-                    # A building generation is filled by its rebuild job, which sweeps it at
-                    # the end (sweep_generation); sweeping it here too would embed twice.
-                    if not g.served and g.status != "building":
-                        await self.sweep(g)
+                await self.maintain_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
