@@ -40,7 +40,7 @@ from serve_app.retrieval.fusion import (
 from serve_app.retrieval.tokenize import Tokenizer
 
 KS = (1, 5, 10, 20)
-DEPTH = CANDIDATE_DEPTH  # candidates per retriever before fusion, as the router fetches
+DEPTH = CANDIDATE_DEPTH  # candidates per retriever before fusion, as MemoryIndex fetches
 
 
 class Embedder:

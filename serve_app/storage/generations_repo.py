@@ -28,9 +28,9 @@ GENERATION_COLUMNS = (
 
 @dataclass(frozen=True)
 class Switched:
-    active: int  # generation now active
+    active: int  # the generation made active
     memory_version: int
-    replaced: int | None  # generation that was active (now 'previous')
+    replaced: int | None  # the generation it replaced (status 'previous')
     retired: list[tuple[int, str]]  # (generation, collection) no longer kept
     requeued: dict  # {"messages", "tasks"} queued for the worker (0 when none)
 

@@ -82,7 +82,7 @@ def _pg():
     return psycopg.connect(os.environ["MEMSERVE_PG_DSN"], autocommit=True)
 
 
-def _router():
+def _memory_index():
     from ray import serve
 
     return serve.get_deployment_handle("MemoryIndex", app_name="memserve")
@@ -144,7 +144,7 @@ def test_consolidation_with_scripted_engine_double(running, tmp_path):
         )
         top = r.json()["results"][0]
         assert top["id"] == merged["id"] and top["score"] > 0.99, r.json()
-        assert _router().count_vectors.remote(user).result() == 3
+        assert _memory_index().count_vectors.remote(user).result() == 3
 
     with _pg() as conn:
         tombs = conn.execute(
@@ -226,7 +226,7 @@ def test_dedup_without_llm_and_killed_job_resumes_to_same_result(running):
         # 40 facts, each said 3 times: exact (and case-only) duplicates merge into one entry.
         assert body["result"]["memories_after"] == 40, body["result"]
         assert _outcome(c, user) == _uninterrupted_outcome(history)
-        assert _router().count_vectors.remote(user).result() == 40
+        assert _memory_index().count_vectors.remote(user).result() == 40
     with _pg() as conn:
         n, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT id) FROM memory_tombstones WHERE user_id=%s",
@@ -531,7 +531,7 @@ def test_reextract_killed_and_resumed_ends_like_an_uninterrupted_run(running):
         assert len([k for k in rows if k[0] == user]) == 20
         # Every entry of the version has its vector in the generation, none twice.
         gen = res["generation"]
-        assert _router().generation_missing.remote(gen).result() == 0
+        assert _memory_index().generation_missing.remote(gen).result() == 0
         with _pg() as conn:
             members = conn.execute(
                 "SELECT count(*) FROM generation_members WHERE generation=%s", (gen,)

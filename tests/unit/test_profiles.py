@@ -42,10 +42,10 @@ def test_local_is_cpu_only_with_embedded_stores_and_no_llm():
 def test_gpu_profiles_use_external_stores_and_several_retrieval_replicas(profile):
     assert not profile.embedded_stores
     assert profile.memory_index.max_replicas >= 2
-    routers = (
+    replicas = (
         profile.memory_index.autoscaling.min_replicas if profile.memory_index.autoscaling else 2
     )
-    assert routers >= 2
+    assert replicas >= 2
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=lambda p: p.name)

@@ -47,7 +47,7 @@ async def test_an_edit_changes_both_stores_and_every_generation(index):
     other = await index.generations.create("other")
     assert await index.generations.sweep_generation(other["generation"]) == 4
     guitar = (await ids(index))["a guitar"]
-    assert await texts(index, "violin", "bm25") == []  # BM25 of u cached now
+    assert await texts(index, "violin", "bm25") == []  # BM25 of u is cached
     row = await index.update_memory("u", guitar, {"memory": "a violin", "importance": 0.5})
     assert (row["text"], row["index_text"], row["importance"]) == ("a violin", "a violin", 0.5)
     assert await texts(index, "violin", "bm25") == ["a violin"]  # revision moved
