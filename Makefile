@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: install
-	$(PY) -m serve_app.launch configs/local.yaml
+	$(PY) -m deployments.launch configs/local.yaml
 
 test: install
 	$(PY) -m ruff check .

@@ -103,7 +103,7 @@ def free_port_block(lo: int = 40000, hi: int = 60000) -> int:
 @dataclass
 class RunningService:
     url: str
-    service: Any  # serve_app.launch.Service
+    service: Any  # deployments.launch.Service
     data_dir: Path
     pg_dsn: str
     start_seconds: float = 0.0
@@ -117,7 +117,7 @@ class RunningService:
         from ray.serve.context import _get_global_client
         from ray.serve.schema import ServeDeploySchema
 
-        from serve_app.launch import load_config
+        from deployments.launch import load_config
 
         config = load_config(self.service.config_path, self.service.settings)
         for app in config["applications"]:
@@ -180,7 +180,7 @@ def running_service(
     `pg_admin_dsn` names a server, where a throwaway database is created and dropped.
     Stops everything it started and puts the environment back.
     """
-    from serve_app.launch import Service
+    from deployments.launch import Service
     from serve_app.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="memserve-bench-"))
@@ -368,7 +368,7 @@ def load_minilm(torch_threads: int = 2):
     """The service's embedder class, in this process (same model, same encode call)."""
     import torch
 
-    from deployments.embedder import Embedder
+    from serve_app.embedding import Embedder
     from serve_app.settings import DEFAULT_EMBEDDING_MODEL
 
     torch.set_num_threads(torch_threads)

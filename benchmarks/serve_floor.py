@@ -29,7 +29,7 @@ from benchmarks.common import (
     percentiles,
     write_result,
 )
-from serve_app.local_cluster import LocalRayCluster
+from deployments.local_cluster import LocalRayCluster
 
 app = FastAPI()
 

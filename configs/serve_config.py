@@ -13,7 +13,7 @@ import yaml
 from serve_app.profiles import BatchedGroup, HardwareProfile, LLMGroup
 
 APP_NAME = "memserve"
-IMPORT_PATH = "serve_app.builder:build_app"
+IMPORT_PATH = "deployments.app:build_app"
 
 
 def deployment_entry(name: str, group) -> dict:

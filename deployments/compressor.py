@@ -12,14 +12,17 @@ from collections.abc import Sequence
 
 from ray import serve
 
-from serve_app.pipeline.compression import DEFAULT_COMPRESSOR_MODEL, Compressed, Compressor
+from serve_app.pipeline.compression import (
+    DEFAULT_COMPRESSOR_MODEL,
+    DEFAULT_FORCE_TOKENS,
+    DEFAULT_RATE,
+    Compressed,
+    Compressor,
+    checked_rate,
+)
 from serve_app.profiles import BatchedGroup
 
 logger = logging.getLogger("ray.serve")
-
-DEFAULT_RATE = 0.6
-# Keep line breaks and sentence punctuation: they carry turn structure the LLM reads.
-DEFAULT_FORCE_TOKENS = ("\n", ".", "?", "!")
 
 
 class CompressorDeployment:
@@ -42,9 +45,7 @@ class CompressorDeployment:
         logger.info("compressor %s on %s, rate %s", model, device, rate)
 
     def _set_compression(self, rate: float, force_tokens: Sequence[str]) -> None:
-        if not 0 < float(rate) <= 1:
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
-        self.rate = float(rate)
+        self.rate = checked_rate(rate)
         self.force_tokens = tuple(force_tokens)
 
     def reconfigure(self, config: dict) -> None:
@@ -81,10 +82,8 @@ class CompressorDeployment:
     async def compress_at(self, texts: list[str], rate: float) -> list[Compressed]:
         """Compress at another rate than the live one (a re-extraction job building a memory
         version with its own rate); not batched with the service's queue."""
-        if not 0 < float(rate) <= 1:
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
         return await asyncio.to_thread(
-            self.core.compress_batch, texts, float(rate), self.force_tokens
+            self.core.compress_batch, texts, checked_rate(rate), self.force_tokens
         )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)

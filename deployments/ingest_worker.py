@@ -435,7 +435,7 @@ class IngestWorkerDeployment:
         profile: str = "local",
         llm=None,
     ) -> None:
-        from serve_app.metrics import PipelineMetrics
+        from deployments.metrics import serve_pipeline_metrics
         from serve_app.profiles import get_profile
 
         self.settings = Settings(**settings_env)
@@ -462,7 +462,7 @@ class IngestWorkerDeployment:
             compress=self._compress if compressor is not None else None,
             attend=self._attend if compressor is not None else None,
         )
-        self.metrics = PipelineMetrics(profile, compressor is not None)
+        self.metrics = serve_pipeline_metrics(profile, compressor is not None)
         logger.info(
             "ingest worker: compression %s (%s)",
             "on" if compressor is not None else "off",
@@ -490,7 +490,7 @@ class IngestWorkerDeployment:
 
         vllm = None
         if self.llm_handle is not None:
-            from deployments.llm import ServeLLMBackend
+            from deployments.llm_server import ServeLLMBackend
 
             vllm = ServeLLMBackend(self.llm_handle, model=self.profile.llm.model or "")
         self.llm = build_resilient_llm(llm_settings, vllm_backend=vllm)

@@ -9,7 +9,7 @@ import contextlib
 
 from ray import serve
 
-from deployments.embedder import Embedder
+from serve_app.embedding import Embedder
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
 from serve_app.settings import Settings

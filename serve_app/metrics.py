@@ -1,14 +1,17 @@
-"""Pipeline figures of one worker batch, and their export through Ray's metrics API.
+"""Pipeline figures of one worker batch, and the counters that export them.
 
 PostgreSQL holds the per-session and per-user token accounting; these counters are the same
-increments, exported to Ray's Prometheus endpoint after each committed batch. Tags are
+increments, exported (through `deployments/metrics.py`, Ray's metrics API) to Ray's
+Prometheus endpoint after each committed batch. Tags are
 deployment-level only (profile, compression on/off; Serve adds deployment, replica and
 application): a user or session tag would give every user a time series.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 
 @dataclass
@@ -38,7 +41,7 @@ class PipelineTotals:
         return self.sessions > 0
 
 
-_COUNTERS = {
+COUNTERS = {
     "messages": "Messages taken into the session buffers.",
     "raw_tokens": "cl100k_base tokens of messages taken in, before compression.",
     "compressed_tokens": "Tokens of messages after compression (equal to raw when off).",
@@ -54,30 +57,40 @@ _COUNTERS = {
 }
 
 
+class Counter(Protocol):
+    def inc(self, value: float) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+def counter_name(field: str) -> str:
+    return f"memserve_pipeline_{field}"
+
+
+RATIO_NAME = "memserve_pipeline_compression_ratio"
+RATIO_DESCRIPTION = "Tokens after compression per raw token, since this replica started."
+TAG_KEYS = ("profile", "compression")
+
+
+def metric_tags(profile: str, compression: bool) -> dict[str, str]:
+    return {"profile": profile, "compression": "on" if compression else "off"}
+
+
 class PipelineMetrics:
-    """Counters `memserve_pipeline_<field>` and a gauge of this replica's compression ratio."""
+    """Counters `memserve_pipeline_<field>` and a gauge of this replica's compression ratio.
 
-    TAG_KEYS = ("profile", "compression")
+    The metric objects are handed in (one counter per name in `COUNTERS`), so the counting
+    here runs the same against Ray's metrics API and against test doubles.
+    """
 
-    def __init__(self, profile: str, compression: bool) -> None:
-        # Serve's wrappers add the deployment, replica and application tags themselves.
-        from ray.serve import metrics
-
-        tags = {"profile": profile, "compression": "on" if compression else "off"}
-        self.counters = {}
-        for name, description in _COUNTERS.items():
-            counter = metrics.Counter(
-                f"memserve_pipeline_{name}", description=description, tag_keys=self.TAG_KEYS
-            )
-            # A copy each: Serve adds its own tags to the dict it is given.
-            counter.set_default_tags(dict(tags))
-            self.counters[name] = counter
-        self.ratio = metrics.Gauge(
-            "memserve_pipeline_compression_ratio",
-            description="Tokens after compression per raw token, since this replica started.",
-            tag_keys=self.TAG_KEYS,
-        )
-        self.ratio.set_default_tags(dict(tags))
+    def __init__(self, counters: Mapping[str, Counter], ratio: Gauge) -> None:
+        missing = set(COUNTERS) - set(counters)
+        if missing:
+            raise ValueError(f"no counter for {sorted(missing)}")
+        self.counters = dict(counters)
+        self.ratio = ratio
         self.totals = PipelineTotals()
 
     def record(self, batch: PipelineTotals) -> None:

@@ -1,8 +1,8 @@
 """Hardware profiles: the one place that decides replicas, CPU/GPU shares and batch sizes.
 
-The builder turns a profile into `@serve.deployment` options; `configs/` and `cluster/`
-are generated from these objects (`python -m configs.generate`). Figures marked
-`estimate` were not measured on that hardware.
+The builder (`deployments/app.py`) turns a profile into `@serve.deployment` options;
+`configs/` and `cluster/` are generated from these objects (`python -m configs.generate`).
+Figures marked `estimate` were not measured on that hardware.
 """
 
 from __future__ import annotations
@@ -300,6 +300,14 @@ HEAD = NodeSpec(
     machine_type="e2-standard-4",
 )
 
+Replicas = int | Autoscaling
+
+
+def _replicas(replicas: Replicas) -> dict:
+    if isinstance(replicas, Autoscaling):
+        return {"autoscaling": replicas}
+    return {"num_replicas": replicas}
+
 
 def _single_gpu_node(
     machine_type: str, cpus: float, mem_gib: int, gpu: str, gpu_mib: int, store_gib: int
@@ -317,6 +325,106 @@ def _single_gpu_node(
     )
 
 
+def _cuda_batched(
+    *,
+    batch_size: int,
+    batch_wait_timeout_s: float,
+    gpu_memory_bytes: int,
+    num_gpus: float,
+    memory_bytes: int,
+    cpus: int = 1,
+    replicas: Replicas = 1,
+    model: str | None = None,
+) -> BatchedGroup:
+    """A batched group on a GPU share: one torch thread per CPU; admission holds four batches
+    in flight and sixteen queued."""
+    return BatchedGroup(
+        **_replicas(replicas),
+        num_cpus=cpus,
+        num_gpus=num_gpus,
+        memory_bytes=memory_bytes,
+        gpu_memory_bytes=gpu_memory_bytes,
+        device="cuda",
+        torch_threads=cpus,
+        model=model,
+        batch_size=batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
+        max_ongoing_requests=4 * batch_size,
+        max_queued_requests=16 * batch_size,
+    )
+
+
+def _gpu_embedder(batch_size: int, **share) -> BatchedGroup:
+    return _cuda_batched(
+        batch_size=batch_size,
+        batch_wait_timeout_s=0.005,
+        gpu_memory_bytes=EMBEDDER_GPU_MEM,
+        **share,
+    )
+
+
+def _gpu_compressor(batch_size: int, gpu_memory_bytes: int, **share) -> BatchedGroup:
+    return _cuda_batched(
+        batch_size=batch_size,
+        batch_wait_timeout_s=0.01,
+        gpu_memory_bytes=gpu_memory_bytes,
+        model=LLMLINGUA2,
+        **share,
+    )
+
+
+def _vllm_group(
+    accelerator_type: str,
+    *,
+    max_num_seqs: int,
+    num_cpus: float = 1,
+    model: str = QWEN_7B,
+    dtype: str = "bfloat16",
+    **engine,
+) -> LLMGroup:
+    """The vLLM group: admission holds twice the engine's sequences in flight, four times queued."""
+    return LLMGroup(
+        backend="vllm",
+        accelerator_type=accelerator_type,
+        num_cpus=num_cpus,
+        model=model,
+        dtype=dtype,
+        max_num_seqs=max_num_seqs,
+        max_ongoing_requests=2 * max_num_seqs,
+        max_queued_requests=4 * max_num_seqs,
+        **engine,
+    )
+
+
+def _ingress(
+    replicas: Replicas, cpus: float, memory_bytes: int, *, ongoing: int, queued: int
+) -> GroupResources:
+    return GroupResources(
+        **_replicas(replicas),
+        num_cpus=cpus,
+        memory_bytes=memory_bytes,
+        max_ongoing_requests=ongoing,
+        max_queued_requests=queued,
+    )
+
+
+# The worker polls PostgreSQL rather than serving requests: a fixed count, no autoscaling.
+def _worker(replicas: int, cpus: float, memory_bytes: int) -> GroupResources:
+    return GroupResources(
+        num_replicas=replicas, num_cpus=cpus, memory_bytes=memory_bytes, max_ongoing_requests=8
+    )
+
+
+def _memory_index(replicas: Replicas, memory_bytes: int) -> GroupResources:
+    return GroupResources(
+        **_replicas(replicas),
+        num_cpus=1,
+        memory_bytes=memory_bytes,
+        max_ongoing_requests=64,
+        max_queued_requests=256,
+    )
+
+
 # 1x T4 16 GB (15360 MiB usable). A 7B model in fp16 needs ~14.2 GiB of weights alone, so
 # the LLM is the AWQ 4-bit 7B (~5.2 GiB): KV room stays ~4.5 GiB (estimate ~80k tokens).
 # Turing has no bf16 and no Marlin kernels: dtype half, vLLM's plain AWQ kernels.
@@ -324,62 +432,21 @@ T4 = HardwareProfile(
     name="t4",
     description="1x NVIDIA T4 16 GB (GCP n1-standard-8 + T4), external PostgreSQL and Qdrant",
     nodes=(HEAD, _single_gpu_node("n1-standard-8", 7, 24, "T4", 15360, 3)),
-    ingress=GroupResources(
-        num_replicas=2,
-        num_cpus=0.5,
-        memory_bytes=1 * GiB,
-        max_ongoing_requests=256,
-        max_queued_requests=1024,
-    ),
-    embedder=BatchedGroup(
-        num_cpus=1,
-        num_gpus=0.1,
-        memory_bytes=5 * GiB // 2,
-        gpu_memory_bytes=EMBEDDER_GPU_MEM,
-        device="cuda",
-        torch_threads=1,
-        batch_size=128,
-        batch_wait_timeout_s=0.005,
-        max_ongoing_requests=512,
-        max_queued_requests=2048,
-    ),
-    compressor=BatchedGroup(
-        num_cpus=1,
-        num_gpus=0.1,
-        memory_bytes=5 * GiB // 2,
-        gpu_memory_bytes=COMPRESSOR_GPU_MEM,
-        device="cuda",
-        torch_threads=1,
-        model=LLMLINGUA2,
-        batch_size=32,
-        batch_wait_timeout_s=0.01,
-        max_ongoing_requests=128,
-        max_queued_requests=512,
-    ),
-    memory_index=GroupResources(
-        num_replicas=2,
-        num_cpus=1,
-        memory_bytes=2 * GiB,
-        max_ongoing_requests=64,
-        max_queued_requests=256,
-    ),
-    worker=GroupResources(
-        num_replicas=2, num_cpus=0.5, memory_bytes=3 * GiB // 2, max_ongoing_requests=8
-    ),
-    llm=LLMGroup(
-        backend="vllm",
+    ingress=_ingress(2, 0.5, 1 * GiB, ongoing=256, queued=1024),
+    embedder=_gpu_embedder(128, num_gpus=0.1, memory_bytes=5 * GiB // 2),
+    compressor=_gpu_compressor(32, COMPRESSOR_GPU_MEM, num_gpus=0.1, memory_bytes=5 * GiB // 2),
+    memory_index=_memory_index(2, 2 * GiB),
+    worker=_worker(2, 0.5, 3 * GiB // 2),
+    llm=_vllm_group(
+        "T4",
         model=QWEN_7B_AWQ,
         quantization="awq",
         dtype="half",
-        accelerator_type="T4",
-        num_cpus=1,
         num_gpus=0.8,
         memory_bytes=5 * GiB,
         gpu_memory_utilization=0.75,
         max_model_len=8192,
         max_num_seqs=16,
-        max_ongoing_requests=32,
-        max_queued_requests=64,
     ),
 )
 
@@ -394,19 +461,13 @@ L4 = HardwareProfile(
     compressor=T4.compressor.model_copy(update={"num_gpus": 0.08}),
     memory_index=T4.memory_index,
     worker=T4.worker,
-    llm=LLMGroup(
-        backend="vllm",
-        model=QWEN_7B,
-        dtype="bfloat16",
-        accelerator_type="L4",
-        num_cpus=1,
+    llm=_vllm_group(
+        "L4",
         num_gpus=0.84,
         memory_bytes=7 * GiB,
         gpu_memory_utilization=0.82,
         max_model_len=8192,
         max_num_seqs=16,
-        max_ongoing_requests=32,
-        max_queued_requests=64,
     ),
 )
 
@@ -417,63 +478,22 @@ A100 = HardwareProfile(
     name="a100",
     description="1x NVIDIA A100 80 GB (GCP a2-ultragpu-1g), external PostgreSQL and Qdrant",
     nodes=(HEAD, _single_gpu_node("a2-ultragpu-1g", 11, 140, "A100", 81920, 16)),
-    ingress=GroupResources(
-        num_replicas=2,
-        num_cpus=0.5,
-        memory_bytes=2 * GiB,
-        max_ongoing_requests=512,
-        max_queued_requests=2048,
+    ingress=_ingress(2, 0.5, 2 * GiB, ongoing=512, queued=2048),
+    embedder=_gpu_embedder(256, replicas=2, num_gpus=0.05, memory_bytes=4 * GiB),
+    compressor=_gpu_compressor(
+        64, COMPRESSOR_GPU_MEM_BIG, replicas=2, num_gpus=0.05, memory_bytes=4 * GiB
     ),
-    embedder=BatchedGroup(
-        num_replicas=2,
-        num_cpus=1,
-        num_gpus=0.05,
-        memory_bytes=4 * GiB,
-        gpu_memory_bytes=EMBEDDER_GPU_MEM,
-        device="cuda",
-        torch_threads=1,
-        batch_size=256,
-        batch_wait_timeout_s=0.005,
-        max_ongoing_requests=1024,
-        max_queued_requests=4096,
+    memory_index=_memory_index(
+        Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=16), 4 * GiB
     ),
-    compressor=BatchedGroup(
-        num_replicas=2,
-        num_cpus=1,
-        num_gpus=0.05,
-        memory_bytes=4 * GiB,
-        gpu_memory_bytes=COMPRESSOR_GPU_MEM_BIG,
-        device="cuda",
-        torch_threads=1,
-        model=LLMLINGUA2,
-        batch_size=64,
-        batch_wait_timeout_s=0.01,
-        max_ongoing_requests=256,
-        max_queued_requests=1024,
-    ),
-    memory_index=GroupResources(
-        autoscaling=Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=16),
-        num_cpus=1,
-        memory_bytes=4 * GiB,
-        max_ongoing_requests=64,
-        max_queued_requests=256,
-    ),
-    worker=GroupResources(
-        num_replicas=2, num_cpus=0.5, memory_bytes=2 * GiB, max_ongoing_requests=8
-    ),
-    llm=LLMGroup(
-        backend="vllm",
-        model=QWEN_7B,
-        dtype="bfloat16",
-        accelerator_type="A100",
-        num_cpus=1,
+    worker=_worker(2, 0.5, 2 * GiB),
+    llm=_vllm_group(
+        "A100",
         num_gpus=0.8,
         memory_bytes=16 * GiB,
         gpu_memory_utilization=0.78,
         max_model_len=32768,
         max_num_seqs=128,
-        max_ongoing_requests=256,
-        max_queued_requests=512,
     ),
 )
 
@@ -507,54 +527,34 @@ A100X8 = HardwareProfile(
             machine_type="n2-standard-16",
         ),
     ),
-    ingress=GroupResources(
-        autoscaling=Autoscaling(min_replicas=2, max_replicas=8, target_ongoing_requests=64),
-        num_cpus=1,
-        memory_bytes=2 * GiB,
-        max_ongoing_requests=512,
-        max_queued_requests=4096,
+    ingress=_ingress(
+        Autoscaling(min_replicas=2, max_replicas=8, target_ongoing_requests=64),
+        1,
+        2 * GiB,
+        ongoing=512,
+        queued=4096,
     ),
-    embedder=BatchedGroup(
-        autoscaling=Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=256),
-        num_cpus=2,
+    embedder=_gpu_embedder(
+        256,
+        replicas=Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=256),
+        cpus=2,
         num_gpus=0.25,
         memory_bytes=4 * GiB,
-        gpu_memory_bytes=EMBEDDER_GPU_MEM,
-        device="cuda",
-        torch_threads=2,
-        batch_size=256,
-        batch_wait_timeout_s=0.005,
-        max_ongoing_requests=1024,
-        max_queued_requests=4096,
     ),
-    compressor=BatchedGroup(
-        autoscaling=Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=64),
-        num_cpus=2,
+    compressor=_gpu_compressor(
+        64,
+        COMPRESSOR_GPU_MEM_BIG,
+        replicas=Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=64),
+        cpus=2,
         num_gpus=0.25,
         memory_bytes=4 * GiB,
-        gpu_memory_bytes=COMPRESSOR_GPU_MEM_BIG,
-        device="cuda",
-        torch_threads=2,
-        model=LLMLINGUA2,
-        batch_size=64,
-        batch_wait_timeout_s=0.01,
-        max_ongoing_requests=256,
-        max_queued_requests=1024,
     ),
-    memory_index=GroupResources(
-        autoscaling=Autoscaling(min_replicas=4, max_replicas=16, target_ongoing_requests=16),
-        num_cpus=1,
-        memory_bytes=4 * GiB,
-        max_ongoing_requests=64,
-        max_queued_requests=256,
+    memory_index=_memory_index(
+        Autoscaling(min_replicas=4, max_replicas=16, target_ongoing_requests=16), 4 * GiB
     ),
-    # The worker polls PostgreSQL rather than serving requests: a fixed count, no autoscaling.
-    worker=GroupResources(num_replicas=4, num_cpus=1, memory_bytes=2 * GiB, max_ongoing_requests=8),
-    llm=LLMGroup(
-        backend="vllm",
-        model=QWEN_7B,
-        dtype="bfloat16",
-        accelerator_type="A100",
+    worker=_worker(4, 1, 2 * GiB),
+    llm=_vllm_group(
+        "A100",
         autoscaling=Autoscaling(min_replicas=2, max_replicas=6, target_ongoing_requests=128),
         num_cpus=2,
         num_gpus=1,
@@ -562,8 +562,6 @@ A100X8 = HardwareProfile(
         gpu_memory_utilization=0.9,
         max_model_len=32768,
         max_num_seqs=256,
-        max_ongoing_requests=512,
-        max_queued_requests=1024,
     ),
 )
 

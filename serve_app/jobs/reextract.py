@@ -136,7 +136,7 @@ class ReextractBatch:
         if llm_settings is not None:
             vllm = None
             if any(b.kind == "vllm" for b in llm_settings.backends):
-                from deployments.llm import ServeLLMBackend
+                from deployments.llm_server import ServeLLMBackend
                 from serve_app.llm.vllm_config import DEPLOYMENT_NAME
 
                 spec_vllm = next(b for b in llm_settings.backends if b.kind == "vllm")

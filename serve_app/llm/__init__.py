@@ -1,6 +1,6 @@
 """LLM step of memory construction: backends, extraction, session summaries, resilience.
 
-Pure (no `ray`): the Ray Serve LLM backend lives in `deployments/llm.py`. The names below are
+Pure (no `ray`): the Ray Serve LLM backend lives in `deployments/llm_server.py`. The names below are
 loaded on first use, so importing a light submodule (`base`, `jsonreply`) does not pull in the
 openai client.
 """
@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "LLMUsage": "accounting",
     "UsageCounters": "accounting",
+    "ChatRequest": "base",
     "LLMBackend": "base",
     "LLMBackendDown": "base",
     "LLMError": "base",

@@ -7,8 +7,8 @@ every backend (OpenAI-compatible HTTP, Ray Serve LLM handle, scripted double) be
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 ChatMessage = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -24,8 +24,20 @@ class LLMReply:
     finish_reason: str | None = None
 
 
-@runtime_checkable
-class LLMBackend(Protocol):
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion asked for: the reply should be a JSON object matching `schema`."""
+
+    messages: list[ChatMessage]
+    schema: dict
+    max_tokens: int
+    temperature: float
+    timeout_s: float
+
+
+class LLMBackend(ABC):
+    """A transport to one model; subclasses implement `complete`."""
+
     name: str
     model: str
 
@@ -39,7 +51,12 @@ class LLMBackend(Protocol):
         timeout_s: float,
     ) -> LLMReply:
         """One chat completion whose reply should be a JSON object matching `schema`."""
-        ...
+        return await self.complete(
+            ChatRequest(messages, schema, max_tokens, temperature, timeout_s)
+        )
+
+    @abstractmethod
+    async def complete(self, request: ChatRequest) -> LLMReply: ...
 
 
 class LLMError(Exception):

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import openai
 
 from serve_app.llm.base import (
-    ChatMessage,
+    ChatRequest,
+    LLMBackend,
     LLMBackendDown,
     LLMReply,
     LLMRequestRejected,
@@ -28,7 +29,7 @@ StructuredMode = Literal["json_schema", "json_object", "prompt"]
 MODES: tuple[StructuredMode, ...] = ("json_schema", "json_object", "prompt")
 
 
-class OpenAIBackend:
+class OpenAIBackend(LLMBackend):
     def __init__(
         self,
         *,
@@ -54,22 +55,12 @@ class OpenAIBackend:
             http_client=http_client,
         )
 
-    async def chat_json(
-        self,
-        messages: list[ChatMessage],
-        schema: dict,
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout_s: float,
-    ) -> LLMReply:
+    async def complete(self, request: ChatRequest) -> LLMReply:
         start = MODES.index(self.mode)
         rejected: openai.APIStatusError | None = None
         for mode in MODES[start:]:
             try:
-                reply = await self._create(
-                    messages, schema, mode, max_tokens, temperature, timeout_s
-                )
+                reply = await self._create(request, mode)
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
                 rejected = e
                 continue
@@ -85,15 +76,8 @@ class OpenAIBackend:
             return reply
         raise LLMRequestRejected(f"{self.name}: {_describe(rejected)}") from rejected
 
-    async def _create(
-        self,
-        messages: list[ChatMessage],
-        schema: dict,
-        mode: StructuredMode,
-        max_tokens: int,
-        temperature: float,
-        timeout_s: float,
-    ) -> LLMReply:
+    async def _create(self, request: ChatRequest, mode: StructuredMode) -> LLMReply:
+        messages, schema = request.messages, request.schema
         kwargs: dict[str, Any] = {}
         if mode == "json_schema":
             kwargs["response_format"] = {
@@ -110,9 +94,9 @@ class OpenAIBackend:
             resp = await self._client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=temperature,
-                timeout=timeout_s,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                timeout=request.timeout_s,
                 **kwargs,
             )
         except (openai.BadRequestError, openai.UnprocessableEntityError):

@@ -11,9 +11,9 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from serve_app.llm.base import ChatMessage, LLMReply
+from serve_app.llm.base import ChatMessage, ChatRequest, LLMBackend, LLMReply
 from serve_app.tokens import count_tokens as cl100k_tokens
 
 Responder = Callable[[list[ChatMessage], dict], str]
@@ -44,17 +44,12 @@ class Respond:
 Step = Reply | Fail | Respond
 
 
-@dataclass(frozen=True)
-class ScriptedCall:
-    messages: list[ChatMessage]
-    schema: dict
-    max_tokens: int
-    temperature: float
-    timeout_s: float
+# What a scripted backend records of each call (the messages copied at call time).
+ScriptedCall = ChatRequest
 
 
 @dataclass
-class ScriptedBackend:
+class ScriptedBackend(LLMBackend):
     """Plays `script` in order; when it runs out, uses `default` (or raises AssertionError).
 
     Tokens are counted with cl100k_base (as LightMem's figures are) unless `count_tokens` is set.
@@ -81,18 +76,9 @@ class ScriptedBackend:
     def remaining(self) -> int:
         return len(self._steps)
 
-    async def chat_json(
-        self,
-        messages: list[ChatMessage],
-        schema: dict,
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout_s: float,
-    ) -> LLMReply:
-        self.calls.append(
-            ScriptedCall([dict(m) for m in messages], schema, max_tokens, temperature, timeout_s)
-        )
+    async def complete(self, request: ChatRequest) -> LLMReply:
+        messages, schema = request.messages, request.schema
+        self.calls.append(replace(request, messages=[dict(m) for m in messages]))
         if self._steps:
             step = self._steps.popleft()
         elif self.default is not None:

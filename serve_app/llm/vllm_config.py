@@ -1,7 +1,7 @@
 """The `vllm` backend's Ray Serve LLM configuration, computed from a hardware profile.
 
 Pure: returns the keyword arguments of `ray.serve.llm.LLMConfig` as plain data, so it is
-tested without ray[llm]; `deployments/llm.py` turns them into the real `LLMConfig`, and
+tested without ray[llm]; `deployments/llm_server.py` turns them into the real `LLMConfig`, and
 `tests/real_engine/gpu_config.sh` validates every GPU profile against ray[llm] and its vLLM.
 The GPU share rules themselves (fraction or whole GPUs per rank, memory fraction within the
 share, half precision on T4) are validated by `serve_app.profiles.LLMGroup`/`HardwareProfile`.

@@ -29,6 +29,16 @@ SUPPORTED_FAMILIES = ("bert-base-multilingual-cased", "xlm-roberta-large")
 MAX_FORCE_TOKENS = 100
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")
+DEFAULT_RATE = 0.6
+# Keep line breaks and sentence punctuation: they carry turn structure the LLM reads.
+DEFAULT_FORCE_TOKENS = ("\n", ".", "?", "!")
+
+
+def checked_rate(rate: float) -> float:
+    """The kept-token rate as a float, refused outside (0, 1]."""
+    if not 0 < float(rate) <= 1:
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    return float(rate)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class Running:
 
 @pytest.fixture(scope="session")
 def running(tmp_path_factory, random_llmlingua2_dir):  # noqa: F811
-    from serve_app.launch import Service
+    from deployments.launch import Service
     from serve_app.settings import Settings
 
     dsn = asyncio.run(create_database("memserve_it"))

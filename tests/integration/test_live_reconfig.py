@@ -2,7 +2,7 @@
 
 import yaml
 
-from serve_app.launch import Service
+from deployments.launch import Service
 
 
 def _embedder(config: dict) -> dict:

@@ -33,7 +33,7 @@ DEADLINE_S = 1500
 
 @pytest.fixture(scope="module")
 def service(real_llm, tmp_path_factory):
-    from serve_app.launch import Service
+    from deployments.launch import Service
     from serve_app.settings import Settings
 
     dsn = asyncio.run(create_database("memserve_real"))

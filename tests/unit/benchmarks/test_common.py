@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -67,13 +69,23 @@ async def test_run_load_counts_requests_errors_and_server_time():
     assert s["server_took_ms"]["p50"] == 2.5
 
 
-def _sessions_app(progress: dict[str, list[int]], received: int, failed: int = 0):
-    """GET /v1/sessions/{id}: `processed` walks through progress[id], then stays at the end."""
+def _sessions_app(
+    progress: dict[str, list[int]],
+    received: int,
+    failed: int = 0,
+    polls: list[tuple[str, int]] | None = None,
+):
+    """GET /v1/sessions/{id}: `processed` walks through progress[id], then stays at the end.
+
+    Each poll's (session, processed) is appended to `polls` when given.
+    """
 
     def handler(request: httpx.Request) -> httpx.Response:
         sid = request.url.path.rsplit("/", 1)[1]
         steps = progress[sid]
         processed = steps.pop(0) if len(steps) > 1 else steps[0]
+        if polls is not None:
+            polls.append((sid, processed))
         counts = {"received": received, "processed": processed, "pending": received - processed,
                   "failed": failed}  # fmt: skip
         return httpx.Response(200, json={"messages": counts})
@@ -82,9 +94,14 @@ def _sessions_app(progress: dict[str, list[int]], received: int, failed: int = 0
 
 
 async def test_wait_processed_returns_once_every_session_is_done():
-    transport = _sessions_app({"a": [0, 5, 10], "b": [10]}, received=10)
+    polls: list[tuple[str, int]] = []
+    transport = _sessions_app({"a": [0, 5, 10], "b": [10]}, received=10, polls=polls)
     async with httpx.AsyncClient(base_url="http://bench.test", transport=transport) as client:
-        await wait_processed(client, [("u", "a"), ("u", "b")], stall_s=5, poll_s=0)
+        await asyncio.wait_for(
+            wait_processed(client, [("u", "a"), ("u", "b")], stall_s=5, poll_s=0), timeout=5
+        )
+    # "a" is polled until all 10 are processed, then "b" once, and nothing after that.
+    assert polls == [("a", 0), ("a", 5), ("a", 10), ("b", 10)]
 
 
 async def test_wait_processed_gives_up_on_a_stalled_pipeline():

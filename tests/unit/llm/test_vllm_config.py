@@ -8,12 +8,9 @@ real `ray.serve.llm.LLMConfig` and the vLLM it pins; they run where ray[llm] is 
 from __future__ import annotations
 
 import importlib.util
-from types import SimpleNamespace
 
 import pytest
 
-from deployments.llm import ServeLLMBackend, chat_request_kwargs, reply_from_response
-from serve_app.llm.base import LLMRequestRejected, LLMTransientError
 from serve_app.llm.vllm_config import (
     DEFAULT_VLLM_MODEL,
     accelerator_type_of,
@@ -102,67 +99,7 @@ def test_dtype_rules_and_non_vllm_groups():
     assert DEFAULT_VLLM_MODEL == "Qwen/Qwen2.5-7B-Instruct"
 
 
-def test_chat_request_is_non_streaming_with_the_json_schema():
-    kw = chat_request_kwargs(
-        "m", [{"role": "user", "content": "x"}], {"type": "object"}, max_tokens=9, temperature=0.0
-    )
-    assert kw["stream"] is False
-    assert kw["response_format"]["json_schema"]["schema"] == {"type": "object"}
-
-
-def test_reply_from_response_objects_and_dicts():
-    obj = SimpleNamespace(
-        error=None,
-        choices=[SimpleNamespace(message=SimpleNamespace(content="{}"), finish_reason="stop")],
-        usage=SimpleNamespace(prompt_tokens=5, completion_tokens=2),
-    )
-    r = reply_from_response(obj, backend="vllm", model="m")
-    assert (r.text, r.prompt_tokens, r.completion_tokens, r.finish_reason) == ("{}", 5, 2, "stop")
-    d = {"choices": [{"message": {"content": "{}"}, "finish_reason": "length"}], "usage": None}
-    assert reply_from_response(d, backend="vllm", model="m").finish_reason == "length"
-    with pytest.raises(LLMRequestRejected):
-        reply_from_response({"error": {"code": 400, "message": "too long"}}, backend="v", model="m")
-    with pytest.raises(LLMTransientError):
-        reply_from_response({"error": {"code": 503, "message": "busy"}}, backend="v", model="m")
-    with pytest.raises(LLMTransientError):
-        reply_from_response({"choices": []}, backend="v", model="m")
-
-
 # ---- against the real ray[llm] + vLLM (only where installed) ----
-
-
-@ray_llm
-@pytest.mark.parametrize("profile", GPU_PROFILES, ids=lambda p: p.name)
-def test_profile_builds_a_valid_ray_serve_llm_config(profile, monkeypatch):
-    import huggingface_hub.constants
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
-
-    from deployments.llm import build_llm_config
-
-    cfg = build_llm_config(profile)
-    g = profile.llm
-    engine = cfg.get_engine_config()  # rejects engine kwargs vLLM does not know
-    init = engine.get_initialization_kwargs()
-    assert init["model"] == g.model and init["served_model_name"] == [g.model]
-    assert init["distributed_executor_backend"] == "ray"
-    # Offline, EngineArgs resolves the model id to a local snapshot; there are no weights here,
-    # and none are needed to check the arguments.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    args = AsyncEngineArgs(**init)
-    assert args.tensor_parallel_size == g.tensor_parallel_size
-    if g.quantization:
-        assert g.quantization in QUANTIZATION_METHODS
-    bundles = engine.placement_bundles
-    assert len(bundles) == g.tensor_parallel_size
-    assert all(b["GPU"] == g.num_gpus for b in bundles)
-    env = engine.get_runtime_env_with_local_env_vars()["env_vars"]
-    if g.num_gpus < 1:
-        assert env["VLLM_RAY_PER_WORKER_GPUS"] == str(g.num_gpus)
-    else:
-        assert "VLLM_RAY_PER_WORKER_GPUS" not in env
-    if cfg.accelerator_type:
-        assert all(f"accelerator_type:{cfg.accelerator_type}" in b for b in bundles)
 
 
 @ray_llm
@@ -173,54 +110,3 @@ def test_invalid_engine_kwargs_are_caught_without_a_gpu():
     kw["engine_kwargs"]["no_such_vllm_option"] = 1
     with pytest.raises(ValueError, match="Unknown engine argument"):
         LLMConfig(**kw).get_engine_config()
-
-
-@ray_llm
-async def test_serve_backend_reads_the_single_response_from_the_chat_generator():
-    from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
-
-    response = ChatCompletionResponse(
-        model="m",
-        choices=[
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": '{"a": 1}'},
-                "finish_reason": "stop",
-            }
-        ],
-        usage={"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
-    )
-
-    class FakeHandle:
-        """Stands in for the LLMServer deployment handle (the engine double)."""
-
-        def __init__(self):
-            self.requests: list = []
-            self.stream = None
-            self.chat = SimpleNamespace(remote=self._remote)
-
-        def options(self, *, stream):
-            self.stream = stream
-            return self
-
-        def _remote(self, request):
-            self.requests.append(request)
-
-            async def gen():
-                yield response
-
-            return gen()
-
-    handle = FakeHandle()
-    backend = ServeLLMBackend(handle, model="m")
-    reply = await backend.chat_json(
-        [{"role": "user", "content": "x"}],
-        {"type": "object"},
-        max_tokens=8,
-        temperature=0.0,
-        timeout_s=5,
-    )
-    assert handle.stream is True
-    assert isinstance(handle.requests[0], ChatCompletionRequest)
-    assert handle.requests[0].response_format is not None
-    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ('{"a": 1}', 7, 4)

@@ -1,6 +1,6 @@
 """`make serve`: start memserve from a `serve deploy` config on a private local Ray cluster.
 
-    python -m serve_app.launch configs/local.yaml
+    python -m deployments.launch configs/local.yaml
 
 Foreground; Ctrl-C (or SIGTERM) stops the application, the Ray cluster it started and the
 embedded PostgreSQL, and leaves every byte of data in MEMSERVE_DATA_DIR.
@@ -48,7 +48,7 @@ class Service:
     def start(self, timeout_s: float = 300) -> None:
         import ray
 
-        from serve_app.local_cluster import LocalRayCluster
+        from deployments.local_cluster import LocalRayCluster
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)

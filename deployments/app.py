@@ -1,4 +1,4 @@
-"""Typed application builder: `serve_app.builder:build_app` composes the replica groups.
+"""Typed application builder: `deployments.app:build_app` composes the replica groups.
 
 Everything hardware-dependent comes from the profile (serve_app/profiles.py); everything
 environment-dependent (stores, models) from Settings, resolved here once so every replica of
@@ -116,7 +116,7 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     # Fails the build when the profile needs endpoints that are not configured.
     llm_settings = with_profile_backend(settings.llm, profile.llm)
     if profile.llm.backend == "vllm":
-        from deployments.llm import build_llm_app
+        from deployments.llm_server import build_llm_app
 
         llm = build_llm_app(profile)
     logger.info(
