@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/locomo-dev")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
-    ap.add_argument("--limit", type=int, default=50, help="candidates per query, as the router")
+    ap.add_argument("--limit", type=int, default=50, help="candidates per query, as MemoryIndex")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Offline LoCoMo retrieval evaluation: entry units x BM25 x MiniLM x fusion, in process.
 
 No Ray, no HTTP, no LLM: builds entries with serve_app.entries, ranks them with the same
-BM25Index / fusion / query preparation the RetrievalRouter uses, and scores evidence recall@k
+BM25Index / fusion / query preparation the MemoryIndex uses, and scores evidence recall@k
 exactly as benchmarks/locomo_retrieval.py does. Prints JSON.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.locomo_offline \
@@ -40,7 +40,7 @@ from serve_app.retrieval.fusion import (
 from serve_app.retrieval.tokenize import Tokenizer
 
 KS = (1, 5, 10, 20)
-DEPTH = CANDIDATE_DEPTH  # candidates per retriever before fusion, as the router fetches
+DEPTH = CANDIDATE_DEPTH  # candidates per retriever before fusion, as MemoryIndex fetches
 
 
 class Embedder:

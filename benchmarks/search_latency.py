@@ -139,7 +139,7 @@ async def read_docs(dsn: str, users: Sequence[str]) -> dict[str, list[tuple[str,
     pool = await create_pool(dsn, 1, 2)
     try:
         repo = Repository(pool)
-        # The documents the router's BM25 indexes (same rows, same text function).
+        # The documents MemoryIndex's BM25 indexes (same rows, same text function).
         return {
             u: [(r["id"], bm25_text(r["text"], r["index_text"])) for r in await repo.index_docs(u)]
             for u in users

@@ -4,7 +4,7 @@
 
 A private Ray cluster serves a FastAPI ingress (`@serve.ingress`, like memserve's) with two
 routes: /echo answers at once; /hop makes one DeploymentHandle call to a second deployment that
-answers at once (memserve's search makes two: ingress -> router -> embedder). Closed-loop
+answers at once (memserve's search makes two: ingress -> memory index -> embedder). Closed-loop
 clients at 1 and 8 concurrent: p50/p95 and requests/s. Any memserve search latency is this
 plus the search itself. Prints JSON, writes benchmarks/results/serve_floor.json.
 """

@@ -17,7 +17,7 @@ from deployments.compressor import build_compressor
 from deployments.embedder import build_embedder
 from deployments.ingest_worker import build_worker
 from deployments.ingress import build_ingress
-from deployments.retrieval import build_retrieval
+from deployments.memory_index import build_memory_index
 from serve_app.llm.config import with_profile_backend
 from serve_app.pipeline.compression import compressor_available
 from serve_app.profiles import HardwareProfile, get_profile
@@ -97,7 +97,9 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     env = settings.model_dump()
 
     embedder = build_embedder(profile.embedder, settings.embedding_model)
-    router = build_retrieval(profile.retrieval, env, embedder, embedded=settings.qdrant_url is None)
+    memory_index = build_memory_index(
+        profile.memory_index, env, embedder, embedded=settings.qdrant_url is None
+    )
     compression = compression_status(settings, profile)
     compressor = None
     if compression["enabled"]:
@@ -122,6 +124,6 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         [b.label for b in llm_settings.backends] or "off (extractive entries)",
     )
     worker = build_worker(
-        profile.worker, env, embedder, router, compressor, compression, profile.name, llm
+        profile.worker, env, embedder, memory_index, compressor, compression, profile.name, llm
     )
-    return build_ingress(profile.ingress, env, router, worker, embedder)
+    return build_ingress(profile.ingress, env, memory_index, worker, embedder)

@@ -237,7 +237,7 @@ class IngestProcessor:
                 version,
             )
             await self.repo.insert_entries(conn, rows)
-            await self.repo.bump_index_version(conn, [r.user_id for r in rows])
+            await self.repo.bump_index_revision(conn, [r.user_id for r in rows])
 
         for w in ok:
             await self._save(conn, w, totals, version)

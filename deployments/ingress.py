@@ -1,6 +1,6 @@
 """Ingress: the FastAPI routes of HTTP API v1, and nothing else. Validation is
 serve_app.api.models, errors serve_app.api.errors; the work is done by PostgreSQL (writes before
-answering), the retrieval and ingest replica groups and the JobOrchestrator."""
+answering), the MemoryIndex and IngestWorker replica groups and the JobOrchestrator."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -58,9 +58,9 @@ def _no_session(session_id: str) -> ApiError:
 
 @serve.ingress(app)
 class IngressDeployment:
-    def __init__(self, settings_env: dict, router, worker, embedder) -> None:
+    def __init__(self, settings_env: dict, memory_index, worker, embedder) -> None:
         self.settings = Settings(**settings_env)
-        self.router = router
+        self.memory_index = memory_index
         self.worker = worker
         self.embedder = embedder
         self._pool = None
@@ -69,7 +69,7 @@ class IngressDeployment:
             repo=self._repo,
             submit=job_submit.submit,
             submission_status=job_submit.ray_status,
-            rollback=lambda: self.router.rollback_generation.remote(),
+            rollback=lambda: self.memory_index.rollback_generation.remote(),
             extraction_config=lambda: self.worker.extraction_config.remote(),
         )
 
@@ -93,7 +93,7 @@ class IngressDeployment:
 
         checks = await asyncio.gather(
             readiness.check("postgresql", pg()),
-            readiness.check("retrieval_router", self.router.ready.remote()),
+            readiness.check("memory_index", self.memory_index.ready.remote()),
             readiness.check("embedder", self.embedder.info.remote()),
             readiness.check("ingest_worker", self.worker.ready.remote()),
         )
@@ -136,9 +136,9 @@ class IngressDeployment:
         filters = req.filters.model_dump() if req.filters else {}
         args = (req.user_id, req.query, req.limit, filters, req.strategy)
         if req.expand_links:
-            res = await self.router.search.remote(*args, expand_links=True)
+            res = await self.memory_index.search.remote(*args, expand_links=True)
         else:
-            res = await self.router.search.remote(*args)
+            res = await self.memory_index.search.remote(*args)
         if res is None:
             raise not_found("unknown_user", f"user {req.user_id!r} has no memories")
         return SearchResponse.from_search(res, req.expand_links)
@@ -169,7 +169,7 @@ class IngressDeployment:
 
     @app.patch("/v1/memories/{memory_id}", response_model=Memory, responses=ERRORS)
     async def patch_memory(self, memory_id: str, patch: MemoryPatch, user_id: UserId) -> Memory:
-        row = await self.router.update_memory.remote(
+        row = await self.memory_index.update_memory.remote(
             user_id, ids.memory_id(memory_id), patch.model_dump(exclude_none=True)
         )
         if row is None:
@@ -179,13 +179,13 @@ class IngressDeployment:
     @app.delete("/v1/memories/{memory_id}", response_model=Deleted, responses=ERRORS)
     async def delete_memory(self, memory_id: str, user_id: UserId) -> Deleted:
         mid = ids.memory_id(memory_id)
-        if not await self.router.delete_memory.remote(user_id, mid):
+        if not await self.memory_index.delete_memory.remote(user_id, mid):
             raise _no_memory(memory_id)
         return Deleted(id=mid)
 
     @app.delete("/v1/users/{user_id}", response_model=Deleted, responses=ERRORS)
     async def delete_user(self, user_id: str) -> Deleted:
-        if not await self.router.delete_user.remote(user_id):
+        if not await self.memory_index.delete_user.remote(user_id):
             raise not_found("unknown_user", f"user {user_id!r} not found")
         return Deleted(id=user_id)
 
@@ -231,12 +231,12 @@ class IngressDeployment:
     async def generations(self) -> JSONResponse:
         """Index generations: model, status and the memory version each one indexes (with how
         that version was built); the active one is what searches and memory reads serve."""
-        return JSONResponse(content=await self.router.generation_status.remote())
+        return JSONResponse(content=await self.memory_index.generation_status.remote())
 
 
-def build_ingress(group: GroupResources, settings_env: dict, router, worker, embedder):
+def build_ingress(group: GroupResources, settings_env: dict, memory_index, worker, embedder):
     return (
         serve.deployment(IngressDeployment)
         .options(name="Ingress", **group.deployment_options())
-        .bind(settings_env, router, worker, embedder)
+        .bind(settings_env, memory_index, worker, embedder)
     )

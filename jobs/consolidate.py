@@ -4,10 +4,10 @@
 
 Stages, each resumable (finished work is recorded in PostgreSQL and skipped on restart):
 1. queue:  every entry's top-k similar older entries from the vector index (through the
-           RetrievalRouter) above --min-score -> `consolidation_groups`.
+           MemoryIndex) above --min-score -> `consolidation_groups`.
 2. decide: the decider (LLM, or the duplicate rule without one) per group -> `decision`.
 3. apply:  per user, oldest group first, one transaction per group: tombstones, merged text,
-           re-embedding and re-indexing through the router -> `outcome`.
+           re-embedding and re-indexing through the MemoryIndex -> `outcome`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
 from serve_app.maintenance.consolidation import GroupDecision, older_candidates, plan_group
 from serve_app.maintenance.deciders import make_decider
 from serve_app.storage import consolidation_repo, jobs_repo, maintenance_repo
@@ -32,7 +32,7 @@ class BuildQueue:
 
     def __init__(self, dsn: str, job_id: str, app: str, top_k: int, min_score: float) -> None:
         self.conn = jobs_repo.connect(dsn)
-        self.router = router(app)
+        self.memory_index = memory_index_handle(app)
         self.job_id, self.top_k, self.min_score = job_id, top_k, min_score
 
     def __call__(self, batch: dict) -> dict:
@@ -41,7 +41,7 @@ class BuildQueue:
             by_user.setdefault(str(u), []).append(str(i))
         for user, ids in by_user.items():
             # Deeper than top_k: some neighbours are newer than the anchor.
-            hits = self.router.neighbours.remote(user, ids, self.top_k * 3).result()
+            hits = self.memory_index.neighbours.remote(user, ids, self.top_k * 3).result()
             wanted = set(ids) | {h for lst in hits.values() for h, _ in lst}
             entries = maintenance_repo.load_entries(self.conn, user, sorted(wanted))
             groups = []
@@ -97,7 +97,7 @@ class Apply:
 
     def __init__(self, dsn: str, job_id: str, app: str) -> None:
         self.conn = jobs_repo.connect(dsn)
-        self.router = router(app)
+        self.memory_index = memory_index_handle(app)
         self.job_id = job_id
 
     def __call__(self, batch: dict) -> dict:
@@ -127,8 +127,8 @@ class Apply:
             deletes = [t.entry_id for t in plan.tombstones]
             # Inside the transaction: if the index write fails nothing commits, and a retry
             # rewrites the same points (same ids).
-            self.router.apply_vector_changes.remote(user, upserts, deletes).result()
-            maintenance_repo.bump_index_version(self.conn, user)
+            self.memory_index.apply_vector_changes.remote(user, upserts, deletes).result()
+            maintenance_repo.bump_index_revision(self.conn, user)
             consolidation_repo.set_outcome(self.conn, self.job_id, anchor_id, "applied")
 
 

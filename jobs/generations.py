@@ -14,7 +14,7 @@ import json
 
 import ray
 
-from jobs.runtime import router
+from jobs.runtime import memory_index_handle
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--app", default="memserve")
     args = p.parse_args(argv)
     ray.init(address="auto", log_to_driver=False)
-    handle = router(args.app)
+    handle = memory_index_handle(args.app)
     if args.action == "status":
         out = handle.generation_status.remote().result()
     elif args.action == "rollback":

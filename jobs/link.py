@@ -2,7 +2,7 @@
 
     ray job submit -- python -m jobs.link [--user-id U] [--linker similarity]
 
-Each entry's most similar entries come from the vector index (through the RetrievalRouter);
+Each entry's most similar entries come from the vector index (through the MemoryIndex);
 the linker (LLM, or similarity with shared words without one) keeps the related ones.
 Links go to `memory_links`; `expand_links: true` in /v1/search returns them. Resumable: entries
 already linked by this job are skipped on restart, and links are upserted per pair.
@@ -14,7 +14,7 @@ import asyncio
 
 import numpy as np
 
-from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
 from serve_app.maintenance.deciders import make_linker
 from serve_app.storage import jobs_repo, links_repo, maintenance_repo
 
@@ -26,7 +26,7 @@ class LinkBatch:
         self, dsn: str, job_id: str, app: str, linker: str, top_k: int, min_score: float
     ) -> None:
         self.conn = jobs_repo.connect(dsn)
-        self.router = router(app)
+        self.memory_index = memory_index_handle(app)
         self.job_id, self.top_k = job_id, top_k
         self.linker = make_linker(linker, min_score, top_k)
         self.loop = asyncio.new_event_loop()
@@ -36,7 +36,7 @@ class LinkBatch:
         for i, u in zip(batch["id"], batch["user_id"], strict=True):
             by_user.setdefault(str(u), []).append(str(i))
         for user, ids in by_user.items():
-            hits = self.router.neighbours.remote(user, ids, self.top_k).result()
+            hits = self.memory_index.neighbours.remote(user, ids, self.top_k).result()
             wanted = set(ids) | {h for lst in hits.values() for h, _ in lst}
             entries = maintenance_repo.load_entries(self.conn, user, sorted(wanted))
 

@@ -4,9 +4,9 @@ generation (new Qdrant collections), then switch searches to it atomically.
     ray job submit -- python -m jobs.reembed --model PATH_OR_NAME [--no-activate]
 
 The embedding runs on an actor pool (fractional GPUs with --num-gpus); vectors are written
-through the RetrievalRouter, which owns the index. Searches keep using the active generation
+through the MemoryIndex, which owns the index. Searches keep using the active generation
 meanwhile; entries added or changed during the build are caught up at the end through the
-router, and after the switch the router keeps the generation current itself. Resumable:
+MemoryIndex, and after the switch the MemoryIndex keeps the generation current itself. Resumable:
 entries already in the generation are skipped on restart. The replaced generation is kept:
 rollback is one call (`python -m jobs.generations rollback`, or POST /v1/jobs with
 kind "rollback").
@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import ray
 
-from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
 from serve_app.storage import maintenance_repo
+from serve_app.storage.generations_repo import GenerationIncomplete
 from serve_app.storage.vectors import VectorPoint
-from serve_app.storage.versions_repo import GenerationIncomplete
 
 KIND = "reembed"
 
@@ -51,7 +51,7 @@ def _has_gpu() -> bool:
 
 class WriteBatch:
     def __init__(self, app: str, generation: int) -> None:
-        self.router = router(app)
+        self.memory_index = memory_index_handle(app)
         self.generation = generation
 
     def __call__(self, batch: pd.DataFrame) -> dict:
@@ -66,14 +66,14 @@ class WriteBatch:
             )
             for r in batch.itertuples(index=False)
         ]
-        self.router.index_generation.remote(self.generation, points).result()
+        self.memory_index.index_generation.remote(self.generation, points).result()
         members = [(r.id, pd.Timestamp(r.updated_at).to_pydatetime()) for r in batch.itertuples()]
-        self.router.mark_members.remote(self.generation, members).result()
+        self.memory_index.mark_members.remote(self.generation, members).result()
         return {"n": np.array([len(points)])}
 
 
 def _activate(handle, gen: int, attempts: int = 20) -> dict:
-    """Switch; an entry added since the last sweep makes the router refuse: sweep, retry."""
+    """Switch; an entry added since the last sweep makes the MemoryIndex refuse: sweep, retry."""
     for _ in range(attempts - 1):
         try:
             return handle.activate_generation.remote(gen).result()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("a rebuild covers every user: --user-id is not allowed")
     params = {"model": args.model, "activate": not args.no_activate}
     with JobRun(args, KIND, params) as run:
-        handle = router(args.app)
+        handle = memory_index_handle(args.app)
         gen = run.state.get("generation")
         if gen is None:
             gen = handle.create_generation.remote(run.params["model"]).result()["generation"]
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         p = run.run_stage("embed", ds, total, done)
-        # Entries added or changed while building: the router embeds them (with the new
+        # Entries added or changed while building: the MemoryIndex embeds them (with the new
         # model), a bounded batch per call, until none is missing.
         deadline = time.monotonic() + args.catchup_timeout_s
         while (missing := handle.generation_missing.remote(gen).result()) > 0:

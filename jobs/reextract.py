@@ -11,7 +11,7 @@ index generation (same embedding model as the active one) that searches do not s
 switch. An actor pool runs the LightMem pipeline offline per session (compression through the
 Compressor group, segmentation with the Embedder, one LLM call per flushed buffer through the
 same extraction code, or extractive entries), embeds the entries and writes them - PostgreSQL
-rows of the new version, vectors through the RetrievalRouter - one transaction per session,
+rows of the new version, vectors through the MemoryIndex - one transaction per session,
 which also records the session's messages as done in the version.
 
 Resumable and idempotent: what a version lacks is known per message (messages.versions), so a
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
+from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
 from serve_app.entries import ENTRY_UNITS
 from serve_app.maintenance.reextraction import (
     ExtractionSpec,
@@ -44,8 +44,9 @@ from serve_app.maintenance.reextraction import (
     resolve_spec,
 )
 from serve_app.storage import jobs_repo, maintenance_repo, reextraction_repo
+from serve_app.storage.generations_repo import GenerationIncomplete
+from serve_app.storage.memory_versions_repo import VersionBehind
 from serve_app.storage.vectors import VectorPoint
-from serve_app.storage.versions_repo import GenerationIncomplete, VersionBehind
 
 logger = logging.getLogger("memserve.jobs")
 KIND = "reextract"
@@ -91,7 +92,7 @@ class ReextractBatch:
         from serve_app.settings import Settings
 
         self.conn = jobs_repo.connect(dsn)
-        self.router = router(app)
+        self.memory_index = memory_index_handle(app)
         self.generation, self.version = generation, version
         self.loop = asyncio.new_event_loop()
         if served:
@@ -214,11 +215,11 @@ class ReextractBatch:
                 ]
                 # Inside the transaction: if it fails nothing commits and the retry rewrites
                 # the same points (same ids).
-                self.router.index_generation.remote(gen, points).result()
+                self.memory_index.index_generation.remote(gen, points).result()
                 reextraction_repo.insert_generation_entries(conn, gen, rows)
             stale = sorted(old - {r.id for r in rows})
             if stale:
-                self.router.delete_from_generation.remote(gen, user_id, stale).result()
+                self.memory_index.delete_from_generation.remote(gen, user_id, stale).result()
             reextraction_repo.finish_session_rewrite(
                 conn, version, user_id, session_id, result.message_ids, result.usage
             )
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_reextract(run: JobRun, args) -> None:
-    prm, conn, handle = run.params, run.conn, router(args.app)
+    prm, conn, handle = run.params, run.conn, memory_index_handle(args.app)
     spec, llm_settings = resolve_spec(
         prm, service_config(args.app), api_key=os.environ.get(API_KEY_ENV)
     )

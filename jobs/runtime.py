@@ -1,6 +1,6 @@
 """What every job driver shares: arguments, the job row's life cycle, Ray Data reads from
 PostgreSQL and the progress loop. Drivers run inside the service's Ray cluster (`ray job
-submit` or POST /v1/jobs) and reach the vector index only through the RetrievalRouter."""
+submit` or POST /v1/jobs) and reach the vector index only through the MemoryIndex."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ def base_parser(kind: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def router(app: str):
+def memory_index_handle(app: str):
     from ray import serve
 
-    return serve.get_deployment_handle("RetrievalRouter", app_name=app)
+    return serve.get_deployment_handle("MemoryIndex", app_name=app)
 
 
 def connection_factory(dsn: str) -> Callable[[], psycopg.Connection]:

@@ -255,7 +255,7 @@ class LLMConstruction:
                     version,
                 )
                 await self.repo.insert_entries(conn, rows)
-                await self.repo.bump_index_version(conn, [task.user_id])
+                await self.repo.bump_index_revision(conn, [task.user_id])
             done = await LLMTasksRepo.mark_done(
                 conn, task.user_id, task.session_id, task.message_ids, version
             )

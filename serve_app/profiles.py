@@ -211,19 +211,19 @@ class HardwareProfile(BaseModel):
     nodes: tuple[NodeSpec, ...]
     ingress: GroupResources
     embedder: BatchedGroup
-    retrieval: GroupResources
+    memory_index: GroupResources
     worker: GroupResources
     compressor: BatchedGroup | None = None
     llm: LLMGroup = LLMGroup()
-    # Qdrant local mode holds a file lock: only one retrieval replica may own it.
+    # Qdrant local mode holds a file lock: only one MemoryIndex replica may own it.
     embedded_stores: bool = False
     http_host: str = "0.0.0.0"
     http_port: int = 8000
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.embedded_stores and self.retrieval.max_replicas > 1:
-            raise ValueError("embedded stores allow one retrieval replica (Qdrant file lock)")
+        if self.embedded_stores and self.memory_index.max_replicas > 1:
+            raise ValueError("embedded stores allow one MemoryIndex replica (Qdrant file lock)")
         on_t4 = any(n.gpu_type == "T4" for n in self.nodes)
         if self.llm.backend == "vllm" and on_t4 and self.llm.dtype not in ("half", "float16"):
             raise ValueError("T4 has no bfloat16: the LLM dtype must be half")
@@ -245,7 +245,7 @@ class HardwareProfile(BaseModel):
         out: dict[str, GroupResources] = {
             "Ingress": self.ingress,
             "Embedder": self.embedder,
-            "RetrievalRouter": self.retrieval,
+            "MemoryIndex": self.memory_index,
             "IngestWorker": self.worker,
         }
         if self.compressor is not None and self.compressor.model:
@@ -269,7 +269,7 @@ LOCAL = HardwareProfile(
         batch_wait_timeout_s=0.003,
         torch_threads=2,
     ),
-    retrieval=GroupResources(num_cpus=0.25, max_ongoing_requests=256),
+    memory_index=GroupResources(num_cpus=0.25, max_ongoing_requests=256),
     worker=GroupResources(num_cpus=0.25, max_ongoing_requests=16),
     # No LLMLingua-2 weights are bundled: compression is off unless a model is configured.
     # 0.4 CPU so that, when one is configured, all five groups fit in 2 CPUs.
@@ -415,7 +415,7 @@ def _worker(replicas: int, cpus: float, memory_bytes: int) -> GroupResources:
     )
 
 
-def _retrieval(replicas: Replicas, memory_bytes: int) -> GroupResources:
+def _memory_index(replicas: Replicas, memory_bytes: int) -> GroupResources:
     return GroupResources(
         **_replicas(replicas),
         num_cpus=1,
@@ -435,7 +435,7 @@ T4 = HardwareProfile(
     ingress=_ingress(2, 0.5, 1 * GiB, ongoing=256, queued=1024),
     embedder=_gpu_embedder(128, num_gpus=0.1, memory_bytes=5 * GiB // 2),
     compressor=_gpu_compressor(32, COMPRESSOR_GPU_MEM, num_gpus=0.1, memory_bytes=5 * GiB // 2),
-    retrieval=_retrieval(2, 2 * GiB),
+    memory_index=_memory_index(2, 2 * GiB),
     worker=_worker(2, 0.5, 3 * GiB // 2),
     llm=_vllm_group(
         "T4",
@@ -459,7 +459,7 @@ L4 = HardwareProfile(
     ingress=T4.ingress,
     embedder=T4.embedder.model_copy(update={"num_gpus": 0.08}),
     compressor=T4.compressor.model_copy(update={"num_gpus": 0.08}),
-    retrieval=T4.retrieval,
+    memory_index=T4.memory_index,
     worker=T4.worker,
     llm=_vllm_group(
         "L4",
@@ -483,7 +483,7 @@ A100 = HardwareProfile(
     compressor=_gpu_compressor(
         64, COMPRESSOR_GPU_MEM_BIG, replicas=2, num_gpus=0.05, memory_bytes=4 * GiB
     ),
-    retrieval=_retrieval(
+    memory_index=_memory_index(
         Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=16), 4 * GiB
     ),
     worker=_worker(2, 0.5, 2 * GiB),
@@ -549,7 +549,7 @@ A100X8 = HardwareProfile(
         num_gpus=0.25,
         memory_bytes=4 * GiB,
     ),
-    retrieval=_retrieval(
+    memory_index=_memory_index(
         Autoscaling(min_replicas=4, max_replicas=16, target_ongoing_requests=16), 4 * GiB
     ),
     worker=_worker(4, 1, 2 * GiB),

@@ -16,13 +16,13 @@ async def check(name: str, call: Awaitable, timeout_s: float = 5) -> tuple[str, 
 
 
 def report(checks: dict[str, dict]) -> tuple[int, dict]:
-    """(HTTP status, body) from the checks of postgresql, retrieval_router, embedder and
+    """(HTTP status, body) from the checks of postgresql, memory_index, embedder and
     ingest_worker; Qdrant and the compressor are reported through the router and the worker."""
     checks = dict(checks)
     # The router's readiness includes Qdrant's answer.
     checks["qdrant"] = {
-        "ok": checks["retrieval_router"]["ok"],
-        "mode": checks["retrieval_router"].get("qdrant"),
+        "ok": checks["memory_index"]["ok"],
+        "mode": checks["memory_index"].get("qdrant"),
     }
     worker = checks["ingest_worker"]
     checks["compressor"] = worker.pop(

@@ -102,7 +102,7 @@ HYBRID_WEIGHTS = (1.0, 0.7)  # (bm25, dense)
 
 
 def hybrid(bm25: Ranking, dense: Ranking) -> list[tuple[str, float]]:
-    """The router's fusion of one BM25 and one vector ranking, with the measured settings."""
+    """Hybrid search's fusion of one BM25 and one vector ranking, with the measured settings."""
     return fuse(
         [bm25, dense], method=HYBRID_METHOD, weights=HYBRID_WEIGHTS, normalise=HYBRID_NORMALISE
     )

@@ -94,8 +94,10 @@ def vector_row(conn: psycopg.Connection, entry_id: str) -> dict:
     return dict(r)
 
 
-def bump_index_version(conn: psycopg.Connection, user_id: str) -> None:
-    conn.execute("UPDATE users SET index_version = index_version + 1 WHERE user_id=%s", (user_id,))
+def bump_index_revision(conn: psycopg.Connection, user_id: str) -> None:
+    conn.execute(
+        "UPDATE users SET index_revision = index_revision + 1 WHERE user_id=%s", (user_id,)
+    )
 
 
 def insert_entries(conn: psycopg.Connection, rows: Sequence[EntryRow]) -> None:

@@ -316,9 +316,9 @@ class Repository:
         return await active_version(conn)
 
     @staticmethod
-    async def bump_index_version(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
+    async def bump_index_revision(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
         await conn.execute(
-            "UPDATE users SET index_version = index_version + 1 WHERE user_id = ANY($1::text[])",
+            "UPDATE users SET index_revision = index_revision + 1 WHERE user_id = ANY($1::text[])",
             sorted(set(user_ids)),
         )
 
@@ -339,8 +339,10 @@ class Repository:
     async def user_exists(self, user_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM users WHERE user_id=$1", user_id))
 
-    async def index_version(self, user_id: str) -> int | None:
-        return await self.pool.fetchval("SELECT index_version FROM users WHERE user_id=$1", user_id)
+    async def index_revision(self, user_id: str) -> int | None:
+        return await self.pool.fetchval(
+            "SELECT index_revision FROM users WHERE user_id=$1", user_id
+        )
 
     async def index_docs(self, user_id: str, version: int | None = None) -> list[asyncpg.Record]:
         """What BM25 indexes: the user's entries of `version` (default: the active one)."""

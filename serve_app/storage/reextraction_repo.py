@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import psycopg
 
 from serve_app.storage.locks import lock_user_sync
-from serve_app.storage.maintenance_repo import add_llm_usage, bump_index_version, insert_entries
+from serve_app.storage.maintenance_repo import add_llm_usage, bump_index_revision, insert_entries
 from serve_app.storage.postgres import EntryRow, StoredMessage, _to_message, add_version_sql
 
 
@@ -115,4 +115,4 @@ def finish_session_rewrite(
         (version, version, user_id, session_id, list(message_ids)),
     )
     add_llm_usage(conn, usage)
-    bump_index_version(conn, user_id)
+    bump_index_revision(conn, user_id)

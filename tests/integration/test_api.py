@@ -224,7 +224,7 @@ def test_health_and_docs(running):
             "postgresql",
             "qdrant",
             "embedder",
-            "retrieval_router",
+            "memory_index",
             "ingest_worker",
         }
         assert c.get("/docs").status_code == 200

@@ -99,10 +99,10 @@ def _pg():
     return psycopg.connect(os.environ["MEMSERVE_PG_DSN"], autocommit=True)
 
 
-def _router():
+def _memory_index():
     from ray import serve
 
-    return serve.get_deployment_handle("RetrievalRouter", app_name="memserve")
+    return serve.get_deployment_handle("MemoryIndex", app_name="memserve")
 
 
 def test_consolidation_with_scripted_engine_double(running, tmp_path):
@@ -161,7 +161,7 @@ def test_consolidation_with_scripted_engine_double(running, tmp_path):
         )
         top = r.json()["results"][0]
         assert top["id"] == merged["id"] and top["score"] > 0.99, r.json()
-        assert _router().count_vectors.remote(user).result() == 3
+        assert _memory_index().count_vectors.remote(user).result() == 3
 
     with _pg() as conn:
         tombs = conn.execute(
@@ -233,7 +233,7 @@ def test_dedup_without_llm_and_killed_job_resumes_to_same_result(running):
         # 40 facts, each said 3 times: exact (and case-only) duplicates merge into one entry.
         assert body["result"]["memories_after"] == 40, body["result"]
         assert _outcome(c, user) == _uninterrupted_outcome(history)
-        assert _router().count_vectors.remote(user).result() == 40
+        assert _memory_index().count_vectors.remote(user).result() == 40
     with _pg() as conn:
         n, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT id) FROM memory_tombstones WHERE user_id=%s",
@@ -297,7 +297,7 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
             before = sum(served.values())
             time.sleep(1.0)
             assert sum(served.values()) > before
-            ready = c.get("/readyz").json()["checks"]["retrieval_router"]
+            ready = c.get("/readyz").json()["checks"]["memory_index"]
             assert ready["index_model"] == str(model)
             # A memory added after the switch is found through the new generation too.
             _ingest(c, user, {"s2": [_msg("late", "A late note about zeppelins.", 3)]})
@@ -319,7 +319,7 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
             t.join(30)
         assert r.status_code == 200, r.text
         assert r.json()["result"]["active"] == 0
-        assert c.get("/readyz").json()["checks"]["retrieval_router"]["index_generation"] == 0
+        assert c.get("/readyz").json()["checks"]["memory_index"]["index_generation"] == 0
     assert not errors, errors[:5]
     assert served["embedding"] > 5 and served["hybrid"] > 5
 
@@ -328,7 +328,7 @@ def test_rebuild_switches_atomically_under_search_load_and_rolls_back(running, t
 
 
 def _active_version(c) -> int:
-    return c.get("/readyz").json()["checks"]["retrieval_router"]["memory_version"]
+    return c.get("/readyz").json()["checks"]["memory_index"]["memory_version"]
 
 
 def _wait_processed(c, user, session, n, timeout_s=60) -> None:
@@ -526,7 +526,7 @@ def test_reextract_killed_and_resumed_ends_like_an_uninterrupted_run(running):
         assert len([k for k in rows if k[0] == user]) == 20
         # Every entry of the version has its vector in the generation, none twice.
         gen = res["generation"]
-        assert _router().generation_missing.remote(gen).result() == 0
+        assert _memory_index().generation_missing.remote(gen).result() == 0
         with _pg() as conn:
             members = conn.execute(
                 "SELECT count(*) FROM generation_members WHERE generation=%s", (gen,)

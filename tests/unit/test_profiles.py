@@ -34,16 +34,18 @@ def test_local_is_cpu_only_with_embedded_stores_and_no_llm():
     assert not LOCAL.gpu_nodes
     assert LOCAL.llm.backend == "none"
     assert all(g.num_gpus == 0 for g in LOCAL.groups().values())
-    assert list(LOCAL.groups()) == ["Ingress", "Embedder", "RetrievalRouter", "IngestWorker"]
+    assert list(LOCAL.groups()) == ["Ingress", "Embedder", "MemoryIndex", "IngestWorker"]
     assert LOCAL.http_host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=lambda p: p.name)
 def test_gpu_profiles_use_external_stores_and_several_retrieval_replicas(profile):
     assert not profile.embedded_stores
-    assert profile.retrieval.max_replicas >= 2
-    routers = profile.retrieval.autoscaling.min_replicas if profile.retrieval.autoscaling else 2
-    assert routers >= 2
+    assert profile.memory_index.max_replicas >= 2
+    replicas = (
+        profile.memory_index.autoscaling.min_replicas if profile.memory_index.autoscaling else 2
+    )
+    assert replicas >= 2
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=lambda p: p.name)
@@ -89,7 +91,7 @@ def test_deployment_options_shape():
     assert opts["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.1, "memory": 5 * 1024**3 // 2}
     assert opts["num_replicas"] == 1 and "autoscaling_config" not in opts
     assert T4.embedder.user_config() == {"max_batch_size": 128, "batch_wait_timeout_s": 0.005}
-    scaled = PROFILES["a100x8"].retrieval.deployment_options()
+    scaled = PROFILES["a100x8"].memory_index.deployment_options()
     assert "num_replicas" not in scaled
     assert scaled["autoscaling_config"] == {
         "min_replicas": 4,
@@ -133,8 +135,8 @@ def test_llm_validator_rejects_inconsistent_gpu_settings():
 def test_profile_validator_rejects_bf16_on_t4_and_shared_embedded_stores():
     with pytest.raises(ValidationError, match="bfloat16"):
         T4.model_validate({**T4.model_dump(), "llm": {**T4.llm.model_dump(), "dtype": "bfloat16"}})
-    with pytest.raises(ValidationError, match="one retrieval replica"):
-        HardwareProfile.model_validate({**LOCAL.model_dump(), "retrieval": {"num_replicas": 2}})
+    with pytest.raises(ValidationError, match="one MemoryIndex replica"):
+        HardwareProfile.model_validate({**LOCAL.model_dump(), "memory_index": {"num_replicas": 2}})
 
 
 def test_group_validators():

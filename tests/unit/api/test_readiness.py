@@ -22,7 +22,7 @@ async def test_check_reports_failures_and_timeouts_as_not_ok():
 def test_report_derives_qdrant_and_compressor_and_needs_every_check():
     checks = {
         "postgresql": {"ok": True},
-        "retrieval_router": {"ok": True, "qdrant": "embedded"},
+        "memory_index": {"ok": True, "qdrant": "embedded"},
         "embedder": {"ok": True},
         "ingest_worker": {"ok": True, "compression": {"ok": True, "rate": 0.5}},
     }

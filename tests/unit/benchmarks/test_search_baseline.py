@@ -1,5 +1,5 @@
 """The in-process search baseline finds the service's per-user collections and runs every
-strategy over them (here on a Qdrant local store written the way the router writes it)."""
+strategy over them (here on a Qdrant local store written the way MemoryIndex writes it)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ async def _write_store(path, base: str, users: list[str], n: int) -> dict[str, l
 
 async def test_baseline_runs_every_strategy_on_the_service_layout(tmp_path):
     users = ["bench-u1", "bench-u2"]
-    # An index generation suffix on the base, as the router may use.
+    # An index generation suffix on the base, as MemoryIndex may use.
     docs = await _write_store(tmp_path / "qdrant", "memserve_g1", users, 30)
     sc = Scenario("2 users x 30", users, 30, qdrant_copy=tmp_path / "qdrant", docs=docs)
     rows = await baseline(sc, _Vectors(), ["where did they go hiking?"], 6)

@@ -61,7 +61,7 @@ def test_a100x8_gives_each_llm_replica_a_whole_gpu():
         # CPU-only groups go to the CPU nodes first (Ray avoids GPU nodes for them).
         cpu_nodes = [n for n in p.nodes if n.name.startswith("cpu-")]
         assert all(
-            h.split("#")[0] in {"Ingress", "RetrievalRouter", "IngestWorker"}
+            h.split("#")[0] in {"Ingress", "MemoryIndex", "IngestWorker"}
             for n in cpu_nodes
             for h in n.holders
         )
@@ -83,7 +83,7 @@ def test_gpu_memory_oversubscription_fails_even_when_shares_fit():
 
 
 def test_cpu_and_memory_oversubscription_fail():
-    too_many = _with(T4, retrieval={"num_replicas": 4})
+    too_many = _with(T4, memory_index={"num_replicas": 4})
     assert not placement.place(too_many).ok
     too_big = _with(T4, ingress={"memory_bytes": 8 * GiB})
     assert not placement.place(too_big).ok
@@ -144,7 +144,7 @@ def test_tensor_parallel_replica_must_fit_on_one_node():
                 update={"num_gpus": 0, "device": "cpu", "num_replicas": 1}
             ),
             "ingress": cpu,
-            "retrieval": cpu,
+            "memory_index": cpu,
             "worker": cpu,
         }
     )

@@ -76,7 +76,7 @@ def client(monkeypatch):
     async def repo(self):
         return FakeRepo()
 
-    router = Handle(
+    memory_index = Handle(
         search=lambda user, q, limit, filters, strategy, expand_links=False: (
             None if user != "u" else {"results": [row(1, score=0.5)], "took_ms": 1.5}
         ),
@@ -101,25 +101,25 @@ def client(monkeypatch):
     assert not inspect.iscoroutinefunction(user_cls.__init__)
     monkeypatch.setattr(user_cls, "_repo", repo)
     instance = object.__new__(user_cls)
-    user_cls.__init__(instance, {}, router, worker, embedder)
+    user_cls.__init__(instance, {}, memory_index, worker, embedder)
     monkeypatch.setattr(
         serve, "get_replica_context", lambda: SimpleNamespace(servable_object=instance)
     )
     monkeypatch.setattr(ingress, "server_version", lambda pool: Answer({"server_version": "15"}))
-    return TestClient(ingress.app, raise_server_exceptions=False), router, worker
+    return TestClient(ingress.app, raise_server_exceptions=False), memory_index, worker
 
 
 def test_search_answers_scored_memories_or_404(client):
-    c, router, _ = client
+    c, memory_index, _ = client
     r = c.post("/v1/search", json={"user_id": "u", "query": "dog"})
     assert r.status_code == 200
     [hit] = r.json()["results"]
     assert (hit["memory"], hit["score"], hit["linked"]) == ("memory 1", 0.5, None)
-    assert router.calls[-1] == ("search", ("u", "dog", 10, {}, "hybrid"), {})
+    assert memory_index.calls[-1] == ("search", ("u", "dog", 10, {}, "hybrid"), {})
     r = c.post("/v1/search", json={"user_id": "v", "query": "dog", "expand_links": True})
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_user"
-    assert router.calls[-1][2] == {"expand_links": True}
+    assert memory_index.calls[-1][2] == {"expand_links": True}
 
 
 def test_memory_routes_check_ids_and_answer_404(client):

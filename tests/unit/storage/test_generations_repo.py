@@ -1,84 +1,19 @@
-"""Memory versions against the machine's PostgreSQL: every read serves only the active
-version, a switch waits for in-flight writes, a new version may not become active while it
-lacks done messages, and a rollback queues what the restored version lacks for the worker."""
+"""Switching index generations against the machine's PostgreSQL: every read serves only the
+active generation's memory version, a switch waits for in-flight writes, a new version may not
+become active while it lacks done messages, and a rollback queues what the restored version
+lacks for the worker. Plus the generation rows the lifecycle reads and writes."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from serve_app.llm.config import LLMSettings
 from serve_app.llm_construction import LLMConstruction
-from serve_app.storage import versions_repo
-from serve_app.storage.postgres import EntryRow, NewMessage, Repository, entry_id
-
-T0 = datetime(2023, 5, 20, tzinfo=UTC)
-
-
-def msg(mid: str, minutes: int = 0) -> NewMessage:
-    return NewMessage(mid, "user", "Ann", f"Ann says {mid}", T0 + timedelta(minutes=minutes),
-                      True, {})  # fmt: skip
-
-
-def entry(mid: str, version: int, session: str = "s") -> EntryRow:
-    return EntryRow(
-        id=entry_id("u", session, "message", [mid], version),
-        user_id="u",
-        session_id=session,
-        kind="message",
-        text=f"v{version} {mid}",
-        index_text=f"v{version} {mid}",
-        ts=T0,
-        weekday="Saturday",
-        speaker="Ann",
-        source_message_ids=[mid],
-        topic_id=None,
-        metadata={},
-        importance=None,
-        embedding_model="m",
-        version=version,
-    )
-
-
-async def generations(pool, *rows) -> None:
-    for gen, status, version in rows:
-        await pool.execute(
-            "INSERT INTO vector_generations (generation, embedding_model, dim, collection,"
-            " status, memory_version) VALUES ($1, 'm', 3, $2, $3, $4)",
-            gen,
-            f"c{gen}",
-            status,
-            version,
-        )
-
-
-async def done(pool, mids, versions) -> None:
-    await pool.execute(
-        "UPDATE messages SET status='done', versions=$2 WHERE message_id = ANY($1::text[])",
-        list(mids),
-        list(versions),
-    )
-
-
-async def status_of(pool) -> dict[int, str]:
-    rows = await pool.fetch("SELECT generation, status FROM vector_generations")
-    return {r["generation"]: r["status"] for r in rows}
-
-
-@pytest.fixture
-async def two_versions(repo: Repository):
-    """User u, session s, messages m1, m2 done in versions 1 and 2; generation 0 (version 1)
-    active, generation 1 (version 2) building."""
-    pool = repo.pool
-    await repo.add_messages("u", "s", [msg("m1"), msg("m2", 1)], None)
-    await done(pool, ["m1", "m2"], [1, 2])
-    async with pool.acquire() as conn:
-        await repo.insert_entries(conn, [entry(m, v) for m in ("m1", "m2") for v in (1, 2)])
-    await generations(pool, (0, "active", 1), (1, "building", 2))
-    return repo
+from serve_app.storage import generations_repo, memory_versions_repo
+from serve_app.storage.postgres import entry_id
+from tests.unit.storage.versions_data import done, entry, msg, status_of
 
 
 def test_entry_ids_differ_per_version_and_version_1_keeps_its_ids():
@@ -103,7 +38,7 @@ async def test_reads_serve_only_the_active_version(two_versions):
         assert not await repo.delete_memory(conn, "u", v2_id)
 
     async with repo.pool.acquire() as conn, conn.transaction():
-        switched = await versions_repo.switch(conn, 1)
+        switched = await generations_repo.switch(conn, 1)
     assert (switched.active, switched.memory_version, switched.replaced) == (1, 2, 0)
     assert switched.requeued == {"messages": 0, "tasks": 0}
     assert await status_of(repo.pool) == {0: "previous", 1: "active"}
@@ -116,14 +51,14 @@ async def test_a_new_version_lacking_done_messages_may_not_become_active(two_ver
     repo = two_versions
     await repo.add_messages("u", "s", [msg("m3", 2)], None)
     await done(repo.pool, ["m3"], [1])  # processed by the worker while version 2 was built
-    assert await versions_repo.behind(repo.pool, 2) == (1, 1)
-    with pytest.raises(versions_repo.VersionBehind, match="1 done messages of 1 sessions"):
+    assert await memory_versions_repo.behind(repo.pool, 2) == (1, 1)
+    with pytest.raises(memory_versions_repo.VersionBehind, match="1 done messages of 1 sessions"):
         async with repo.pool.acquire() as conn, conn.transaction():
-            await versions_repo.switch(conn, 1)
+            await generations_repo.switch(conn, 1)
     assert await status_of(repo.pool) == {0: "active", 1: "building"}  # rolled back
     with pytest.raises(ValueError, match="cannot activate"):
         async with repo.pool.acquire() as conn, conn.transaction():
-            await versions_repo.switch(conn, 0)  # already active
+            await generations_repo.switch(conn, 0)  # already active
 
 
 async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fills_it(
@@ -131,7 +66,7 @@ async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fi
 ):
     repo, pool = two_versions, two_versions.pool
     async with pool.acquire() as conn, conn.transaction():
-        await versions_repo.switch(conn, 1)
+        await generations_repo.switch(conn, 1)
     # While version 2 is active, the worker makes memories of new messages in version 2 only.
     await repo.add_messages("u", "s", [msg(f"n{i}", 10 + i) for i in range(25)], None)
     await done(pool, [f"n{i}" for i in range(25)], [2])
@@ -139,7 +74,7 @@ async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fi
         await repo.insert_entries(conn, [entry(f"n{i}", 2) for i in range(25)])
 
     async with pool.acquire() as conn, conn.transaction():
-        back = await versions_repo.switch(conn, 0, ("previous",))  # the rollback
+        back = await generations_repo.switch(conn, 0, ("previous",))  # the rollback
     assert back.memory_version == 1 and back.requeued == {"messages": 25, "tasks": 2}
     assert await status_of(pool) == {0: "active", 1: "previous"}
     tasks = await pool.fetch(
@@ -171,11 +106,11 @@ async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fi
     )
     versions = await pool.fetch("SELECT DISTINCT versions FROM messages WHERE message_id ~ '^n'")
     assert [r["versions"] for r in versions] == [[2, 1]]
-    assert await versions_repo.behind(pool, 1) == (0, 0)
-    assert await versions_repo.behind(pool, 2) == (0, 0)  # nothing lost either way
+    assert await memory_versions_repo.behind(pool, 1) == (0, 0)
+    assert await memory_versions_repo.behind(pool, 2) == (0, 0)  # nothing lost either way
     # Switching forward again requeues nothing: every message is in both versions.
     async with pool.acquire() as conn, conn.transaction():
-        again = await versions_repo.switch(conn, 1, ("previous",))
+        again = await generations_repo.switch(conn, 1, ("previous",))
     assert again.requeued == {"messages": 0, "tasks": 0}
 
 
@@ -187,7 +122,7 @@ async def test_a_switch_waits_for_entry_writes_in_flight(two_versions):
 
         async def switch():
             async with pool.acquire() as conn, conn.transaction():
-                return await versions_repo.switch(conn, 1)
+                return await generations_repo.switch(conn, 1)
 
         task = asyncio.create_task(switch())
         await asyncio.sleep(0.3)
@@ -196,13 +131,53 @@ async def test_a_switch_waits_for_entry_writes_in_flight(two_versions):
     assert switched.memory_version == 2
 
 
-async def test_retired_versions_are_orphaned_and_dropped(two_versions):
-    repo, pool = two_versions, two_versions.pool
-    await generations(pool, (2, "retired", 3))
-    async with pool.acquire() as conn:
-        await repo.insert_entries(conn, [dataclasses.replace(entry("m1", 3), text="v3")])
-    assert await versions_repo.orphan_versions(pool) == [3]
-    assert await versions_repo.drop_orphan_versions(pool) == {3: 1}
-    assert await pool.fetchval("SELECT count(*) FROM memory_entries WHERE version=3") == 0
-    async with pool.acquire() as conn:
-        assert await versions_repo.next_memory_version(conn) == 4  # never reused
+async def test_generation_rows_first_building_and_previous(repo):
+    pool = repo.pool
+    await generations_repo.ensure_first(pool, "m", 3, "base")
+    await generations_repo.ensure_first(pool, "other", 5, "elsewhere")  # exists: kept
+    [first] = await generations_repo.live(pool)
+    assert (first["generation"], first["embedding_model"], first["dim"]) == (0, "m", 3)
+    assert (first["collection"], first["status"], first["memory_version"]) == ("base", "active", 1)
+    assert await generations_repo.previous(pool) is None
+
+    async with pool.acquire() as conn, conn.transaction():
+        n, abandoned = await generations_repo.insert_building(conn, "m2", 4, "base", 1, None)
+    assert (n, abandoned) == (1, [])
+    assert (await generations_repo.building(pool, "m2", 1))["generation"] == 1
+    assert await generations_repo.building(pool, "m2", 2) is None
+    # One rebuild at a time: a second build abandons the first.
+    async with pool.acquire() as conn, conn.transaction():
+        n, abandoned = await generations_repo.insert_building(conn, "m", 3, "base", 2, {"a": 1})
+    assert (n, abandoned) == (2, [(1, "base__g1")])
+    row = await generations_repo.get(pool, 2)
+    assert (row["collection"], row["status"], row["extraction"]) == (
+        "base__g2",
+        "building",
+        {"a": 1},
+    )
+    assert [r["generation"] for r in await generations_repo.live(pool)] == [0, 2]
+    assert (await generations_repo.get(pool, 1))["status"] == "retired"
+    assert await generations_repo.get(pool, 9) is None
+
+
+async def test_members_record_what_a_generation_holds_unless_changed_since(two_versions):
+    pool = two_versions.pool
+    todo = await generations_repo.unindexed_entries(pool, 1, 2, 10)
+    assert sorted(r["index_text"] for r in todo) == ["v2 m1", "v2 m2"]
+    assert await generations_repo.missing_count(pool, 1) == 2
+    assert len(await generations_repo.unindexed_entries(pool, 1, 2, 1)) == 1  # limit
+    first, second = todo
+    await pool.execute(
+        "UPDATE memory_entries SET updated_at = updated_at + interval '1 second' WHERE id=$1::uuid",
+        second["id"],
+    )
+    await generations_repo.mark_members(
+        pool, 1, [(r["id"], r["updated_at"]) for r in todo]
+    )  # the second changed after it was read: not a member
+    assert [r["id"] for r in await generations_repo.unindexed_entries(pool, 1, 2, 10)] == [
+        second["id"]
+    ]
+    assert await generations_repo.missing_count(pool, 1) == 1
+    await generations_repo.forget_member(pool, first["id"])
+    assert await generations_repo.missing_count(pool, 1) == 2
+    assert await generations_repo.missing_count(pool, 0) == 2  # generation 0: version 1

@@ -1,0 +1,134 @@
+"""MemoryIndex replica group: the Serve shell around serve_app.retrieval.memory_index.MemoryIndex,
+the only component that talks to Qdrant (search, edits, erasure, vector writes, generations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ray import serve
+
+from serve_app.embedding import Embedder
+from serve_app.profiles import GroupResources
+from serve_app.retrieval.memory_index import MemoryIndex
+from serve_app.settings import Settings
+from serve_app.storage.vectors import VectorPoint
+
+
+def _load_model(model: str) -> Embedder:
+    # Queries and the catch-up sweep of a generation whose model the Embedder group does not
+    # run; the bulk of a rebuild is embedded by the job's actor pool.
+    return Embedder(model, "cpu", 1)
+
+
+class MemoryIndexDeployment:
+    async def __init__(self, settings_env: dict, embedder) -> None:
+        self.embedder = embedder
+        info = await embedder.info.remote()
+        self.core = await MemoryIndex.open(
+            Settings(**settings_env), info["model"], info["dim"], self._embed, _load_model
+        )
+        self.generations = self.core.generations
+        self._maintenance = asyncio.get_running_loop().create_task(self.generations.maintain())
+
+    async def _embed(self, texts: list[str]):
+        return await self.embedder.embed.remote(texts)
+
+    # --- search and edits (Ingress) ---------------------------------------------------------
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        filters: dict,
+        strategy: str,
+        expand_links: bool = False,
+        links_per_hit: int = 3,
+    ) -> dict | None:
+        return await self.core.search(
+            user_id, query, limit, filters, strategy, expand_links, links_per_hit
+        )
+
+    async def update_memory(self, user_id: str, memory_id: str, patch: dict) -> dict | None:
+        return await self.core.update_memory(user_id, memory_id, patch)
+
+    async def delete_memory(self, user_id: str, memory_id: str) -> bool:
+        return await self.core.delete_memory(user_id, memory_id)
+
+    async def delete_user(self, user_id: str) -> bool:
+        return await self.core.delete_user(user_id)
+
+    async def ready(self) -> dict:
+        return await self.core.ready()
+
+    # --- vector writes (IngestWorker, offline jobs) -----------------------------------------
+
+    async def index(self, points: list[VectorPoint], memory_version: int = 1) -> None:
+        await self.core.index(points, memory_version)
+
+    async def apply_vector_changes(
+        self, user_id: str, upserts: list[dict], deletes: list[str]
+    ) -> None:
+        await self.core.apply_vector_changes(user_id, upserts, deletes)
+
+    async def neighbours(
+        self, user_id: str, ids: list[str], depth: int
+    ) -> dict[str, list[tuple[str, float]]]:
+        return await self.core.neighbours(user_id, ids, depth)
+
+    async def count_vectors(self, user_id: str) -> int:
+        return await self.core.count_vectors(user_id)
+
+    # --- index generations (offline jobs, Ingress) ------------------------------------------
+
+    def generation_status(self) -> dict:
+        return self.generations.status()
+
+    async def create_generation(self, model: str) -> dict:
+        return await self.generations.create(model)
+
+    async def create_memory_version(self, extraction: dict, resume: int | None = None) -> dict:
+        return await self.generations.create_memory_version(extraction, resume)
+
+    async def index_generation(self, generation: int, points: list[VectorPoint]) -> None:
+        await self.generations.index(generation, points)
+
+    async def mark_members(self, generation: int, items: list) -> None:
+        await self.generations.mark_members(generation, items)
+
+    async def delete_from_generation(self, generation: int, user_id: str, ids: list[str]) -> None:
+        await self.generations.delete_points(generation, user_id, ids)
+
+    async def sweep_generation(self, generation: int, limit: int = 256) -> int:
+        return await self.generations.sweep_generation(generation, limit)
+
+    async def generation_missing(self, generation: int) -> int:
+        return await self.generations.missing(generation)
+
+    async def activate_generation(self, generation: int) -> dict:
+        return await self.generations.activate(generation)
+
+    async def rollback_generation(self) -> dict:
+        return await self.generations.rollback()
+
+    def __del__(self) -> None:
+        # Release the local-mode file lock promptly when the replica goes away.
+        with contextlib.suppress(Exception):
+            self._maintenance.cancel()
+        with contextlib.suppress(Exception):
+            self.core.vectors.client._client.close()  # type: ignore[attr-defined]
+
+
+def build_memory_index(group: GroupResources, settings_env: dict, embedder, embedded: bool):
+    opts = group.deployment_options()
+    if embedded:
+        # Qdrant local mode holds a file lock: exactly one replica may own the directory.
+        opts.pop("autoscaling_config", None)
+        opts["num_replicas"] = 1
+    return (
+        serve.deployment(MemoryIndexDeployment)
+        .options(name="MemoryIndex", **opts)
+        .bind(settings_env, embedder)
+    )

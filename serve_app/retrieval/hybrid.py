@@ -1,0 +1,175 @@
+"""Hybrid search: Qdrant vectors + BM25 over the user's entries + metadata filters, fused, then
+read back from PostgreSQL.
+
+BM25 indexes live in process memory, one per user, rebuilt when the user's `index_revision` in
+PostgreSQL moves (or the memory version served changes), so several replicas stay consistent
+without talking to each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from serve_app.retrieval.bm25 import BM25Index, bm25_text
+from serve_app.retrieval.fusion import fuse
+from serve_app.settings import Settings
+from serve_app.storage.postgres import Repository
+from serve_app.storage.vectors import QdrantVectorStore, VectorFilters
+
+Embed = Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]]
+
+
+@dataclass(frozen=True)
+class SearchTarget:
+    """What one search reads together: the active index generation's vector store, the
+    embedding function of its model and the memory version it indexes. Replaced as a whole when
+    the active generation changes, so a search never mixes a query vector of one model with
+    the collections of another, nor one version's memories with another's."""
+
+    store: QdrantVectorStore
+    embed: Embed
+    memory_version: int
+
+
+@dataclass
+class UserIndex:
+    """One user's BM25 index, cached in process memory."""
+
+    revision: int  # the user's index_revision when built
+    memory_version: int  # the memory version its documents belong to
+    bm25: BM25Index
+    # id -> (session_id, ts epoch seconds, speaker lower-cased), for filtering BM25 hits
+    meta: dict[str, tuple[str, float, str]]
+
+    def allowed(self, f: VectorFilters) -> set[str] | None:
+        """The ids the filters let through (None: no filter)."""
+        if f.is_empty():
+            return None
+        lo = f.time_from.timestamp() if f.time_from else float("-inf")
+        hi = f.time_to.timestamp() if f.time_to else float("inf")
+        speaker = f.speaker.lower() if f.speaker else None
+        return {
+            i
+            for i, (session, ts, spk) in self.meta.items()
+            if (f.session_id is None or session == f.session_id)
+            and lo <= ts <= hi
+            and (speaker is None or spk == speaker)
+        }
+
+
+class HybridRetriever:
+    """Search logic over a repository, the active generation's vectors and a BM25 cache."""
+
+    def __init__(self, repo: Repository, target: SearchTarget, settings: Settings) -> None:
+        self.repo = repo
+        self.target = target
+        self.settings = settings
+        self._cache: OrderedDict[str, UserIndex] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def retarget(self, target: SearchTarget) -> None:
+        # One assignment: searches read the whole target at once.
+        self.target = target
+
+    @property
+    def cached_users(self) -> int:
+        return len(self._cache)
+
+    async def user_index(self, user_id: str, revision: int, memory_version: int) -> UserIndex:
+        """The user's BM25 index at `revision` or later, over `memory_version`."""
+        cached = self._cache.get(user_id)
+        if cached is not None and (cached.revision, cached.memory_version) == (
+            revision,
+            memory_version,
+        ):
+            self._cache.move_to_end(user_id)
+            return cached
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(user_id)
+            if (
+                cached is not None
+                and cached.revision >= revision
+                and cached.memory_version == memory_version
+            ):
+                return cached
+            # Read the revision before the rows: a change racing this read leaves the cache
+            # marked older than its content, which only costs one more rebuild.
+            revision = await self.repo.index_revision(user_id) or revision
+            rows = await self.repo.index_docs(user_id, memory_version)
+            # Built beside the cached index (which keeps serving) and reusing its token cache,
+            # so only texts that changed are tokenized again.
+            old = BM25Index(self.settings.bm25_backend) if cached is None else cached.bm25
+            fresh = await asyncio.to_thread(
+                old.with_docs, [(r["id"], bm25_text(r["text"], r["index_text"])) for r in rows]
+            )
+            entry = UserIndex(
+                revision=revision,
+                memory_version=memory_version,
+                bm25=fresh,
+                meta={
+                    r["id"]: (r["session_id"], r["ts"].timestamp(), (r["speaker"] or "").lower())
+                    for r in rows
+                },
+            )
+            self._cache[user_id] = entry
+            self._cache.move_to_end(user_id)
+            while len(self._cache) > self.settings.bm25_cache_users:
+                self._cache.popitem(last=False)
+            return entry
+
+    def forget(self, user_id: str) -> None:
+        self._cache.pop(user_id, None)
+        self._locks.pop(user_id, None)
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        filters: VectorFilters,
+        strategy: str,
+    ) -> list[dict] | None:
+        """Ranked memories with scores, or None when the user is unknown."""
+        # Read once, before any await: a switch of generation mid-search cannot mix targets.
+        target = self.target
+        revision = await self.repo.index_revision(user_id)
+        if revision is None:
+            return None
+        depth = max(limit, self.settings.retrieval_candidates)
+
+        async def by_vector() -> list[tuple[str, float]]:
+            [vector] = await target.embed([query])
+            return await target.store.search(user_id, vector, depth, filters)
+
+        async def by_bm25() -> list[tuple[str, float]]:
+            idx = await self.user_index(user_id, revision, target.memory_version)
+            return idx.bm25.search(query, depth, idx.allowed(filters))
+
+        if strategy == "embedding":
+            ranked = await by_vector()
+        elif strategy == "bm25":
+            ranked = await by_bm25()
+        else:
+            vec, lex = await asyncio.gather(by_vector(), by_bm25())
+            ranked = fuse(
+                [vec, lex],
+                method=self.settings.fusion_method,
+                weights=self.settings.fusion_weights,
+                k=self.settings.fusion_rrf_k,
+            )
+        # Hydrate from PostgreSQL, the system of record: an id the index still holds but the
+        # database no longer does (a crash between the two writes) is never returned.
+        head = ranked[: limit + 10]
+        rows = await self.repo.memories_by_ids(user_id, [i for i, _ in head], target.memory_version)
+        out = []
+        for doc_id, score in head:
+            row = rows.get(doc_id)
+            if row is not None:
+                out.append({**row, "score": score})
+            if len(out) == limit:
+                break
+        return out
