@@ -98,7 +98,7 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
 
     embedder = build_embedder(profile.embedder, settings.embedding_model)
     memory_index = build_memory_index(
-        profile.memory_index, env, embedder, embedded=settings.qdrant_url is None
+        profile.memory_index, env, embedded=settings.qdrant_url is None
     )
     compression = compression_status(settings, profile)
     compressor = None

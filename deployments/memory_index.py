@@ -1,5 +1,7 @@
 """MemoryIndex replica group: the Serve shell around serve_app.retrieval.memory_index.MemoryIndex,
-the only component that talks to Qdrant (search, edits, erasure, vector writes, generations).
+the only component that talks to the vector store (search, edits, erasure, vector writes,
+generations). Queries are embedded here, in process (one handle hop per search, none back to
+the Embedder group): ONNX Runtime in a worker thread, concurrent queries batched together.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 from ray import serve
 
 from serve_app.embedding import Embedder
+from serve_app.encoding import load_encoder
+from serve_app.encoding.batcher import BatchingEncoder
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
 from serve_app.settings import Settings
@@ -23,17 +27,22 @@ def _load_model(model: str) -> Embedder:
 
 
 class MemoryIndexDeployment:
-    async def __init__(self, settings_env: dict, embedder) -> None:
-        self.embedder = embedder
-        info = await embedder.info.remote()
+    async def __init__(self, settings_env: dict) -> None:
+        settings = Settings(**settings_env)
+        model = settings.embedding_model
+        encoder = await asyncio.to_thread(
+            load_encoder,
+            model,
+            settings.query_encoder,
+            settings.query_encoder_threads,
+            settings.model_cache_dir,
+        )
+        self.queries = BatchingEncoder(encoder.encode, cache_size=settings.query_cache_size)
         self.core = await MemoryIndex.open(
-            Settings(**settings_env), info["model"], info["dim"], self._embed, _load_model
+            settings, model, encoder.dim, self.queries.encode, _load_model
         )
         self.generations = self.core.generations
         self._maintenance = asyncio.get_running_loop().create_task(self.generations.maintain())
-
-    async def _embed(self, texts: list[str]):
-        return await self.embedder.embed.remote(texts)
 
     # --- search and edits (Ingress) ---------------------------------------------------------
 
@@ -61,7 +70,7 @@ class MemoryIndexDeployment:
         return await self.core.delete_user(user_id)
 
     async def ready(self) -> dict:
-        return await self.core.ready()
+        return {**await self.core.ready(), "query_encoding": dict(self.queries.stats)}
 
     # --- vector writes (IngestWorker, offline jobs) -----------------------------------------
 
@@ -121,7 +130,7 @@ class MemoryIndexDeployment:
             self.core.vectors.client._client.close()  # type: ignore[attr-defined]
 
 
-def build_memory_index(group: GroupResources, settings_env: dict, embedder, embedded: bool):
+def build_memory_index(group: GroupResources, settings_env: dict, embedded: bool):
     opts = group.deployment_options()
     if embedded:
         # Qdrant local mode holds a file lock: exactly one replica may own the directory.
@@ -130,5 +139,5 @@ def build_memory_index(group: GroupResources, settings_env: dict, embedder, embe
     return (
         serve.deployment(MemoryIndexDeployment)
         .options(name="MemoryIndex", **opts)
-        .bind(settings_env, embedder)
+        .bind(settings_env)
     )

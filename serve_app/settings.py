@@ -29,12 +29,21 @@ class Settings(BaseSettings):
     pg_pool_min: int = 1
     pg_pool_max: int = 8
 
-    # Qdrant: local mode on disk under data_dir/qdrant unless a server URL is given.
+    # Vectors: a Qdrant server when a URL is given; else an embedded store under data_dir:
+    # `edge` (Qdrant Edge, Qdrant's engine in process) or `qdrant_local` (qdrant-client's
+    # local mode, a numpy scan; data directories written before Edge was the default).
+    vector_store: str = Field(default="edge", pattern="^(edge|qdrant_local)$")
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "memserve"
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    # Queries are embedded inside the MemoryIndex replica, off its event loop: ONNX Runtime
+    # (the same vectors, 2.5x faster than torch at batch 1 here) or torch; concurrent queries
+    # share a forward pass; repeated queries come from an LRU.
+    query_encoder: str = Field(default="onnx", pattern="^(onnx|torch)$")
+    query_encoder_threads: int = Field(default=1, ge=1)
+    query_cache_size: int = Field(default=1024, ge=0)
 
     # LLM backends for extraction and summaries (serve_app/llm); none = extractive mode.
     llm: LLMSettings = LLMSettings()
@@ -42,15 +51,17 @@ class Settings(BaseSettings):
     # Retrieval: BM25 backend, candidates fetched per retriever, fusion (chosen on LoCoMo dev).
     bm25_backend: str = Field(default="bm25s", pattern="^(bm25s|rank_bm25)$")
     bm25_cache_users: int = Field(default=2000, ge=1)
-    retrieval_candidates: int = Field(default=50, ge=1)
-    # Min-max score fusion, vectors 0.7 : BM25 1.0, 50 candidates each: LoCoMo dev recall@10
-    # 0.744 offline vs 0.695 for RRF k=60 (benchmarks/locomo_offline.py).
+    retrieval_candidates: int = Field(default=100, ge=1)
+    # Min-max score fusion, vectors 0.7 : BM25 1.0: LoCoMo dev recall@10 0.744 offline vs
+    # 0.695 for RRF k=60 (benchmarks/locomo_offline.py); then the rerank signals
+    # (serve_app/retrieval/rerank.py, benchmarks/locomo_variants.py) on hybrid searches.
     fusion_method: str = Field(default="score", pattern="^(rrf|score)$")
     fusion_rrf_k: float = Field(default=60.0, gt=0)
     fusion_weights: tuple[float, float] = (0.7, 1.0)  # (vector, bm25)
     entry_unit: str = "message_ctx"
+    rerank: bool = True
 
-    # LightMem pipeline (issue 3). No LLMLingua-2 weights ship with the local profile: when the
+    # LightMem pipeline. No LLMLingua-2 weights ship with the local profile: when the
     # model cannot be loaded, compression is off and /readyz says why.
     compressor_model: str = "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank"
     compression_rate: float = Field(default=0.6, gt=0, le=1)
@@ -75,7 +86,7 @@ class Settings(BaseSettings):
     ray_port_base: int = Field(default=26000, ge=20000, le=64000)
     ray_num_cpus: int | None = None
 
-    # Pipeline worker and topic segmentation (issue 3; added by the pipeline-integration helper).
+    # Pipeline worker and topic segmentation.
     # Sessions locked per worker transaction (messages per transaction: worker_batch_messages).
     worker_batch_sessions: int = Field(default=8, ge=1)
     # LightMem's thresholds: a boundary where consecutive-turn similarity drops below the first
@@ -93,6 +104,15 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_dir / "qdrant"
+
+    @property
+    def edge_path(self) -> Path:
+        return self.data_dir / "vectors"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Models derived here from packaged weights (ONNX graphs)."""
+        return self.data_dir / "models"
 
 
 @lru_cache

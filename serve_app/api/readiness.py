@@ -17,9 +17,10 @@ async def check(name: str, call: Awaitable, timeout_s: float = 5) -> tuple[str, 
 
 def report(checks: dict[str, dict]) -> tuple[int, dict]:
     """(HTTP status, body) from the checks of postgresql, memory_index, embedder and
-    ingest_worker; Qdrant and the compressor are reported through the router and the worker."""
+    ingest_worker; the vector store and the compressor come through the memory index and the
+    worker."""
     checks = dict(checks)
-    # The router's readiness includes Qdrant's answer.
+    # The memory index answers for its vector store.
     checks["qdrant"] = {
         "ok": checks["memory_index"]["ok"],
         "mode": checks["memory_index"].get("qdrant"),

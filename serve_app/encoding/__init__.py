@@ -1,0 +1,34 @@
+"""Sentence encoders run inside a replica: ONNX Runtime when the model allows it, else torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def load_encoder(model: str, backend: str, threads: int, cache_dir: Path) -> Encoder:
+    """The model for in-process encoding: ONNX Runtime (`backend="onnx"`) falls back to torch
+    for a model it cannot reproduce, and says so in the log."""
+    from serve_app.embedding import Embedder
+    from serve_app.settings import resolve_embedding_model
+
+    if backend == "onnx":
+        from serve_app.encoding.onnx import OnnxSentenceEncoder, UnsupportedModel
+
+        try:
+            return OnnxSentenceEncoder(resolve_embedding_model(model), cache_dir, threads)
+        except (UnsupportedModel, OSError) as e:
+            logger.warning("ONNX encoder unavailable for %s (%s); using torch", model, e)
+    return Embedder(model, "cpu", threads)

@@ -21,7 +21,7 @@ import asyncpg
 
 from serve_app.retrieval.hybrid import Embed, SearchTarget
 from serve_app.storage import generations_repo, memory_versions_repo
-from serve_app.storage.vectors import QdrantVectorStore, VectorPoint
+from serve_app.storage.vectors import VectorPoint, VectorStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,7 +42,7 @@ class Generation:
     model: str
     dim: int
     status: str  # building | active | previous
-    store: QdrantVectorStore
+    store: VectorStore
     embed: Embed  # with this generation's model
     served: bool  # True when the Embedder group runs this model
     memory_version: int = 1  # the memory entries it indexes
@@ -69,7 +69,7 @@ class IndexGenerations:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        vectors: QdrantVectorStore,
+        vectors: VectorStore,
         served_model: str,
         served_embed: Embed,
         load_model: Callable[[str], LocalModel],

@@ -1,9 +1,9 @@
-"""Hybrid search: Qdrant vectors + BM25 over the user's entries + metadata filters, fused, then
-read back from PostgreSQL.
+"""Hybrid search: vectors + BM25 over the user's entries + metadata filters, fused, re-scored by
+the rerank signals (serve_app/retrieval/rerank.py), then read back from PostgreSQL.
 
-BM25 indexes live in process memory, one per user, rebuilt when the user's `index_revision` in
-PostgreSQL moves (or the memory version served changes), so several replicas stay consistent
-without talking to each other.
+The per-user BM25 index and rerank arrays live in process memory, rebuilt when the user's
+`index_revision` in PostgreSQL moves (or the memory version served changes), so several
+replicas stay consistent without talking to each other.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from dataclasses import dataclass
 
 from serve_app.retrieval.bm25 import BM25Index, bm25_text
 from serve_app.retrieval.fusion import fuse
+from serve_app.retrieval.rerank import (
+    TUNED_PARAMS,
+    DocRow,
+    UserDocs,
+    query_without_speakers,
+    rerank,
+)
 from serve_app.settings import Settings
 from serve_app.storage.postgres import Repository
-from serve_app.storage.vectors import QdrantVectorStore, VectorFilters
+from serve_app.storage.vectors import VectorFilters, VectorStore
 
 Embed = Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]]
 
@@ -29,18 +36,19 @@ class SearchTarget:
     the active generation changes, so a search never mixes a query vector of one model with
     the collections of another, nor one version's memories with another's."""
 
-    store: QdrantVectorStore
+    store: VectorStore
     embed: Embed
     memory_version: int
 
 
 @dataclass
 class UserIndex:
-    """One user's BM25 index, cached in process memory."""
+    """One user's BM25 index and rerank arrays, cached in process memory."""
 
     revision: int  # the user's index_revision when built
     memory_version: int  # the memory version its documents belong to
     bm25: BM25Index
+    docs: UserDocs
     # id -> (session_id, ts epoch seconds, speaker lower-cased), for filtering BM25 hits
     meta: dict[str, tuple[str, float, str]]
 
@@ -106,10 +114,16 @@ class HybridRetriever:
             fresh = await asyncio.to_thread(
                 old.with_docs, [(r["id"], bm25_text(r["text"], r["index_text"])) for r in rows]
             )
+            docs = await asyncio.to_thread(
+                UserDocs.build,
+                [DocRow(r["id"], r["session_id"], r["ts"], r["speaker"], r["text"]) for r in rows],
+                None if cached is None else cached.docs,
+            )
             entry = UserIndex(
                 revision=revision,
                 memory_version=memory_version,
                 bm25=fresh,
+                docs=docs,
                 meta={
                     r["id"]: (r["session_id"], r["ts"].timestamp(), (r["speaker"] or "").lower())
                     for r in rows
@@ -140,27 +154,34 @@ class HybridRetriever:
         if revision is None:
             return None
         depth = max(limit, self.settings.retrieval_candidates)
+        idx = await self.user_index(user_id, revision, target.memory_version)
+        reranked = strategy == "hybrid" and self.settings.rerank
+        # A speaker's name matches every line that speaker said; the rerank's speaker signal
+        # uses it instead, and both retrievers search the rest of the question.
+        text = query_without_speakers(query, idx.docs.speaker_names) if reranked else query
 
         async def by_vector() -> list[tuple[str, float]]:
-            [vector] = await target.embed([query])
+            [vector] = await target.embed([text])
             return await target.store.search(user_id, vector, depth, filters)
 
-        async def by_bm25() -> list[tuple[str, float]]:
-            idx = await self.user_index(user_id, revision, target.memory_version)
-            return idx.bm25.search(query, depth, idx.allowed(filters))
+        def by_bm25() -> list[tuple[str, float]]:
+            return idx.bm25.search(text, depth, idx.allowed(filters))
 
         if strategy == "embedding":
             ranked = await by_vector()
         elif strategy == "bm25":
-            ranked = await by_bm25()
+            ranked = by_bm25()
         else:
-            vec, lex = await asyncio.gather(by_vector(), by_bm25())
+            vector_hits = asyncio.ensure_future(by_vector())
+            lexical = by_bm25()  # while the query is being embedded
             ranked = fuse(
-                [vec, lex],
+                [await vector_hits, lexical],
                 method=self.settings.fusion_method,
                 weights=self.settings.fusion_weights,
                 k=self.settings.fusion_rrf_k,
             )
+            if reranked:
+                ranked = rerank(query, ranked, idx.docs, TUNED_PARAMS)
         # Hydrate from PostgreSQL, the system of record: an id the index still holds but the
         # database no longer does (a crash between the two writes) is never returned.
         head = ranked[: limit + 10]

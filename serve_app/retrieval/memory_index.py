@@ -14,9 +14,26 @@ from serve_app.retrieval.generations import IndexGenerations, LocalModel
 from serve_app.retrieval.hybrid import Embed, HybridRetriever, SearchTarget
 from serve_app.settings import Settings
 from serve_app.storage import generations_repo
+from serve_app.storage.edge_vectors import EdgeVectorStore
 from serve_app.storage.links_repo import linked_memories
 from serve_app.storage.postgres import Repository, create_pool
-from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint
+from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint, VectorStore
+
+
+def open_vector_store(settings: Settings, dim: int) -> VectorStore:
+    """A Qdrant server when one is configured, else the embedded store of the settings."""
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    if settings.qdrant_url is None and settings.vector_store == "edge":
+        return EdgeVectorStore.open(
+            path=str(settings.edge_path), base=settings.qdrant_collection, dim=dim
+        )
+    return QdrantVectorStore.open(
+        url=settings.qdrant_url,
+        api_key=api_key,
+        path=str(settings.qdrant_path),
+        base=settings.qdrant_collection,
+        dim=dim,
+    )
 
 
 class MemoryIndex:
@@ -26,7 +43,7 @@ class MemoryIndex:
         self,
         settings: Settings,
         pool: asyncpg.Pool,
-        vectors: QdrantVectorStore,
+        vectors: VectorStore,
         model: str,
         embed: Embed,
         load_model: Callable[[str], LocalModel],
@@ -54,14 +71,7 @@ class MemoryIndex:
         """Connect both stores for the Embedder's `model` (`dim`-d) and follow the active
         generation."""
         pool = await create_pool(settings.pg_dsn, settings.pg_pool_min, settings.pg_pool_max)
-        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        vectors = QdrantVectorStore.open(
-            url=settings.qdrant_url,
-            api_key=api_key,
-            path=str(settings.qdrant_path),
-            base=settings.qdrant_collection,
-            dim=dim,
-        )
+        vectors = open_vector_store(settings, dim)
         index = cls(settings, pool, vectors, model, embed, load_model)
         await index.generations.start()
         return index
@@ -123,7 +133,7 @@ class MemoryIndex:
         await self.vectors.check()
         active = self.generations.active()
         return {
-            "qdrant": "server" if self.settings.qdrant_url else "local",
+            "qdrant": "server" if self.settings.qdrant_url else _embedded_kind(self.vectors),
             "layout": self.vectors.layout,
             "bm25_backend": self.settings.bm25_backend,
             "fusion": self.settings.fusion_method,
@@ -210,3 +220,7 @@ class MemoryIndex:
     async def close(self) -> None:
         await self.vectors.close()
         await self.pool.close()
+
+
+def _embedded_kind(store: VectorStore) -> str:
+    return "edge" if isinstance(store, EdgeVectorStore) else "local"

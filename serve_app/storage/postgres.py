@@ -345,10 +345,15 @@ class Repository:
         )
 
     async def index_docs(self, user_id: str, version: int | None = None) -> list[asyncpg.Record]:
-        """What BM25 indexes: the user's entries of `version` (default: the active one)."""
+        """What BM25 and the rerank arrays index: the user's entries of `version` (default: the
+        active one), in conversation order within each session (the neighbour signals need it;
+        entries of one session share its date, so `ts` alone does not order them)."""
         return await self.pool.fetch(
-            "SELECT id::text AS id, text, index_text, session_id, ts, speaker"
-            f" FROM memory_entries WHERE user_id=$1 AND version = COALESCE($2, {ACTIVE_VERSION})",
+            "SELECT e.id::text AS id, e.text, e.index_text, e.session_id, e.ts, e.speaker"
+            " FROM memory_entries e LEFT JOIN messages m ON m.user_id = e.user_id"
+            " AND m.session_id = e.session_id AND m.message_id = e.source_message_ids[1]"
+            f" WHERE e.user_id=$1 AND e.version = COALESCE($2, {ACTIVE_VERSION})"
+            " ORDER BY e.session_id, m.seq NULLS LAST, e.ts, e.id",
             user_id,
             version,
         )

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from qdrant_client import AsyncQdrantClient, models
 
@@ -44,6 +45,34 @@ class VectorFilters:
 
     def is_empty(self) -> bool:
         return not (self.session_id or self.time_from or self.time_to or self.speaker)
+
+
+class VectorStore(Protocol):
+    """What the memory index needs of a vector store; QdrantVectorStore (server or local mode)
+    and EdgeVectorStore (serve_app/storage/edge_vectors.py) answer it identically."""
+
+    layout: str
+    base: str
+    dim: int
+
+    async def check(self) -> None: ...
+    async def upsert(self, points: Sequence[VectorPoint]) -> None: ...
+    async def search(
+        self,
+        user_id: str,
+        vector: Sequence[float],
+        limit: int,
+        filters: VectorFilters | None = None,
+    ) -> list[tuple[str, float]]: ...
+    async def delete(self, user_id: str, ids: Sequence[str]) -> None: ...
+    async def delete_user(self, user_id: str) -> None: ...
+    async def count(self, user_id: str) -> int: ...
+    def with_base(self, base: str, dim: int) -> VectorStore: ...
+    async def retrieve_vectors(
+        self, user_id: str, ids: Sequence[str]
+    ) -> dict[str, list[float]]: ...
+    async def drop_all(self) -> int: ...
+    async def close(self) -> None: ...
 
 
 class QdrantVectorStore:

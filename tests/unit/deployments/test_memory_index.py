@@ -1,5 +1,5 @@
-"""The MemoryIndex Serve shell without a cluster: constructed as Serve constructs it, with a fake
-Embedder handle, against the machine's PostgreSQL and a Qdrant local store."""
+"""The MemoryIndex Serve shell without a cluster: constructed as Serve constructs it, with a
+bag-of-words query encoder, against the machine's PostgreSQL and the embedded vector store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import deployments.memory_index as shell_module
 from deployments.memory_index import MemoryIndexDeployment
 from serve_app.settings import Settings
-from tests.unit.retrieval.memory_data import DIM, BowModel, embed, row, store_rows
+from tests.unit.retrieval.memory_data import DIM, BowModel, bow, row, store_rows
 from tests.unit.storage.conftest import pg_dsn, repo  # noqa: F401  (fixtures used here)
 
 # What the other replica groups and the job drivers call on this deployment.
@@ -37,31 +37,30 @@ CALLED = {
 }
 
 
-class _Method:
-    def __init__(self, fn) -> None:
-        self.fn = fn
+class QueryEncoder:
+    """The served model, in process: what `load_encoder` gives the shell."""
 
-    def remote(self, *args):
-        return self.fn(*args)
-
-
-class FakeEmbedder:
-    """Answers like the Embedder deployment's handle (awaitable `.remote` calls)."""
+    dim = DIM
 
     def __init__(self) -> None:
-        self.info = _Method(self._info)
-        self.embed = _Method(embed)
+        self.calls: list[list[str]] = []
 
-    async def _info(self) -> dict:
-        return {"model": "served", "dim": DIM}
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        return [bow(t) for t in texts]
 
 
 @pytest.fixture
 async def shell(pg_dsn, repo, tmp_path, monkeypatch):  # noqa: F811
+    encoder = QueryEncoder()
+    loaded = []
     monkeypatch.setattr(shell_module, "_load_model", BowModel)
-    env = Settings(pg_dsn=pg_dsn, data_dir=tmp_path).model_dump()
+    monkeypatch.setattr(shell_module, "load_encoder", lambda *args: loaded.append(args) or encoder)
+    env = Settings(pg_dsn=pg_dsn, data_dir=tmp_path, embedding_model="served").model_dump()
     d = MemoryIndexDeployment.__new__(MemoryIndexDeployment)
-    await d.__init__(env, FakeEmbedder())  # Serve awaits an async constructor
+    await d.__init__(env)  # Serve awaits an async constructor
+    assert loaded == [("served", "onnx", 1, tmp_path / "models")]
+    d.encoder = encoder
     yield d
     d._maintenance.cancel()
     await d.core.close()
@@ -82,7 +81,13 @@ async def test_the_shell_serves_search_and_edits(shell, repo):  # noqa: F811
     assert edited["text"] == "Rome pizza"
     assert await shell.delete_memory("u", hit["id"])
     assert await shell.count_vectors("u") == 2
-    assert (await shell.ready())["index_generation"] == 0
+    [again] = (await shell.search("u", "pizza", 1, {}, "hybrid"))["results"]
+    assert again["text"] == "a dog" or again["text"] == "a cat"
+    ready = await shell.ready()
+    assert ready["index_generation"] == 0
+    # Queries and the edited text were embedded in process; the repeated query hit the cache.
+    assert shell.encoder.calls == [["pizza"], ["Rome pizza"]]
+    assert ready["query_encoding"]["cache_hits"] == 1
     assert await shell.delete_user("u")
     assert await shell.search("u", "pizza", 1, {}, "hybrid") is None
 

@@ -10,6 +10,7 @@ import pytest
 
 from serve_app.retrieval.fusion import fuse
 from serve_app.retrieval.hybrid import HybridRetriever, SearchTarget
+from serve_app.retrieval.rerank import TUNED_PARAMS, rerank
 from serve_app.settings import Settings
 from serve_app.storage.vectors import VectorFilters, VectorPoint
 from tests.unit.retrieval.memory_data import T0, bow, embed, row, store_rows
@@ -51,7 +52,7 @@ async def test_an_unknown_user_gets_none_and_a_user_without_memories_nothing(rep
 
 
 async def test_each_strategy_ranks_the_matching_memory_first(repo, vectors, memories):
-    r = retriever(repo, vectors)
+    r = retriever(repo, vectors, rerank=False)
     for strategy in ("hybrid", "embedding", "bm25"):
         results = await r.search("u", "guitar", 2, NONE, strategy)
         assert {x["text"] for x in results} == {
@@ -62,7 +63,7 @@ async def test_each_strategy_ranks_the_matching_memory_first(repo, vectors, memo
 
 
 async def test_hybrid_is_the_configured_fusion_of_vectors_and_bm25(repo, vectors, memories):
-    settings = {"fusion_method": "rrf", "retrieval_candidates": 8}
+    settings = {"fusion_method": "rrf", "retrieval_candidates": 8, "rerank": False}
     r = retriever(repo, vectors, **settings)
     results = await r.search("u", "dog wedding Paris", 5, NONE, "hybrid")
     vec = await vectors.search("u", bow("dog wedding Paris"), 8)
@@ -75,6 +76,26 @@ async def test_hybrid_is_the_configured_fusion_of_vectors_and_bm25(repo, vectors
         "Ben went to a wedding in Paris",
         "Ben took his dog to the wedding",
     }
+
+
+async def test_hybrid_reranks_the_fusion_of_the_question_without_speaker_names(
+    repo, vectors, memories
+):
+    r = retriever(repo, vectors, retrieval_candidates=8)
+    results = await r.search("u", "What does Ben do with his guitar?", 8, NONE, "hybrid")
+    idx = await r.user_index("u", 0, 1)
+    assert idx.docs.speaker_names == ("ann", "ben")
+    # Both retrievers search the question without "Ben"; the rerank uses the whole question.
+    text = "What does do with his guitar?"
+    vec = await vectors.search("u", bow(text), 8)
+    lex = idx.bm25.search(text, 8, None)
+    fused = fuse([vec, lex], method="score", weights=(0.7, 1.0), k=60.0)
+    expected = rerank("What does Ben do with his guitar?", fused, idx.docs, TUNED_PARAMS)
+    assert [x["id"] for x in results] == [i for i, _ in expected]
+    assert [x["score"] for x in results] == pytest.approx([s for _, s in expected])
+    # Ben's guitar beats Ann's, which plain fusion ranks the same or higher.
+    assert results[0]["text"] == "Ben sold his guitar"
+    assert {x["speaker"] for x in results[:3]} == {"Ben"}
 
 
 async def test_filters_restrict_every_strategy(repo, vectors, memories):

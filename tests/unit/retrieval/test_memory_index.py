@@ -112,8 +112,8 @@ async def test_erasing_a_user_empties_both_stores(index):
 async def test_ready_describes_the_store_and_the_active_generation(index):
     await index.search("u", "dog", 5, {}, "bm25")
     assert await index.ready() == {
-        "qdrant": "local",
-        "layout": "per_user",
+        "qdrant": "edge",
+        "layout": "edge",
         "bm25_backend": "bm25s",
         "fusion": "score",
         "cached_users": 1,

@@ -1,28 +1,14 @@
-"""Qdrant Edge answers the calls of the qdrant-client layouts identically."""
+"""Qdrant Edge beyond the shared calls (tests/unit/storage/test_vectors_congruence.py): reopening
+a shard, user scoping of writes, generations beside each other, and the dimension check."""
 
 import uuid
 
 import numpy as np
 import pytest
-from qdrant_client import AsyncQdrantClient
 
 from serve_app.storage.edge_vectors import EdgeVectorStore
-from serve_app.storage.vectors import QdrantVectorStore, VectorPoint
-from tests.unit.storage.test_vectors_congruence import DIM, T0, _exercise, _points
-
-
-async def test_edge_agrees_with_local_mode(tmp_path):
-    reference = await _exercise(
-        QdrantVectorStore(AsyncQdrantClient(path=str(tmp_path / "a")), "t", DIM, "per_user")
-    )
-    edge = await _exercise(EdgeVectorStore(tmp_path / "edge", "t", DIM))
-    assert reference["all"][0][0] == str(uuid.UUID(int=1))
-    for key, value in reference.items():
-        if isinstance(value, list):
-            assert [i for i, _ in edge[key]] == [i for i, _ in value], key
-            assert [s for _, s in edge[key]] == pytest.approx([s for _, s in value], abs=1e-5)
-        else:
-            assert edge[key] == value, key
+from serve_app.storage.vectors import VectorPoint
+from tests.unit.storage.test_vectors_congruence import DIM, T0, _points
 
 
 async def test_survives_reopen_and_keeps_users_apart(tmp_path):
@@ -45,6 +31,15 @@ async def test_survives_reopen_and_keeps_users_apart(tmp_path):
     assert await again.drop_all() == 1
     assert await again.count("alice") == 0
     await again.close()
+
+
+async def test_a_half_created_shard_is_created_again(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "leftover").write_text("x")
+    store = EdgeVectorStore(tmp_path, "t", DIM)
+    await store.upsert(_points()[:2])
+    assert await store.count("alice") == 1
+    await store.close()
 
 
 async def test_dimension_mismatch_is_refused(tmp_path):

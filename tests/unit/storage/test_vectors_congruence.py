@@ -1,7 +1,7 @@
-"""The same calls against each vector-store layout give the same answers.
+"""The same calls against each vector store give the same answers.
 
-Runs both layouts on qdrant-client local mode; set MEMSERVE_TEST_QDRANT_URL to add a Qdrant
-server (none can be installed on the CI machine, so that leg is skipped there).
+Runs Qdrant Edge and both qdrant-client layouts in local mode; set MEMSERVE_TEST_QDRANT_URL to
+add a Qdrant server (none can be installed on the CI machine, so that leg is skipped there).
 """
 
 import os
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint
+from serve_app.storage.edge_vectors import EdgeVectorStore
+from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint, VectorStore
 
 DIM = 16
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
@@ -27,6 +28,7 @@ def _stores(tmp_path):
         "shared-local",
         QdrantVectorStore(AsyncQdrantClient(path=str(tmp_path / "b")), "t", DIM, "shared"),
     )
+    yield "edge", EdgeVectorStore(tmp_path / "edge", "t", DIM)
     url = os.environ.get("MEMSERVE_TEST_QDRANT_URL")
     if url:
         yield (
@@ -101,7 +103,7 @@ def _expected() -> dict:
     return out
 
 
-async def _exercise(store: QdrantVectorStore) -> dict:
+async def _exercise(store: VectorStore) -> dict:
     pts = _points()
     await store.upsert(pts)
     q = pts[0].vector
