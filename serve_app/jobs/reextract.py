@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import ray
 
-from serve_app.entries import ENTRY_UNITS
 from serve_app.jobs import store
 from serve_app.jobs.reextraction import (
     ExtractionSpec,
@@ -44,7 +43,8 @@ from serve_app.jobs.reextraction import (
     resolve_spec,
 )
 from serve_app.jobs.runtime import JobRun, actor_args, base_parser, read_sql, router
-from serve_app.messages import StoredMessage
+from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.extractive import ENTRY_UNITS
 from serve_app.storage.postgres import add_version_sql
 from serve_app.storage.vectors import VectorPoint
 

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from serve_app.ingest.llm_step import LLMStep
 from serve_app.llm.config import LLMSettings
-from serve_app.llm_construction import LLMConstruction
+from serve_app.model.entries import EntryRow, entry_id
+from serve_app.model.messages import NewMessage
 from serve_app.storage import versions_repo
-from serve_app.storage.postgres import EntryRow, NewMessage, Repository, entry_id
+from serve_app.storage.postgres import Repository
 
 T0 = datetime(2023, 5, 20, tzinfo=UTC)
 
@@ -160,7 +162,7 @@ async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fi
     async def index(points, version):
         indexed.append(version)
 
-    step = LLMConstruction(repo, embed, index, embedding_model="m", llm=None,
+    step = LLMStep(repo, embed, index, embedding_model="m", llm=None,
                            llm_settings=LLMSettings(), entry_unit="message")  # fmt: skip
     while (await step.process()).did_work:
         pass

@@ -1,4 +1,4 @@
-"""The ingest worker's LLM step against the machine's PostgreSQL, without Ray.
+"""The ingest worker's LLM step (LLMStep) against the machine's PostgreSQL, without Ray.
 
 The LLM is the scripted engine double behind the real ResilientLLM (retries, repair, breaker);
 the embedder and vector index are doubles; the task queue, leases, entries and accounting are
@@ -15,17 +15,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from serve_app.ingest.llm_step import LLMStep
 from serve_app.llm.base import LLMTransientError
 from serve_app.llm.config import LLMSettings
 from serve_app.llm.resilience import ResilientLLM, RetryPolicy
 from serve_app.llm.scripted import Respond, ScriptedBackend
-from serve_app.llm_construction import LLMConstruction
+from serve_app.model.entries import entry_id
+from serve_app.model.messages import NewMessage
 from serve_app.storage.buffers_repo import BuffersRepo
 from serve_app.storage.llm_tasks_repo import LLMTasksRepo, TaskSegment
-from serve_app.storage.postgres import NewMessage, Repository, create_pool, entry_id, migrate
-from tests.pg import create_database, drop_database
-from tests.unit.test_ingest_worker import Engines, add, conversation, processor
-from tests.unit.test_ingest_worker import drain as drain_intake
+from serve_app.storage.postgres import Repository
+from tests.unit.ingest.doubles import Engines, add, conversation, processor, statuses
+from tests.unit.ingest.doubles import drain as drain_intake
 
 T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 LINE = re.compile(r"^\[(m\d+)\] \d\d:\d\d ([^:]+): (.*)$")
@@ -87,8 +88,8 @@ def llm_settings() -> LLMSettings:
     return LLMSettings(backoff_s=(0.05,))
 
 
-def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMConstruction:
-    return LLMConstruction(
+def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMStep:
+    return LLMStep(
         Repository(pool),
         engines.embed,
         engines.index,
@@ -97,16 +98,6 @@ def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMConstru
         llm_settings=llm_settings(),
         concurrency=4,
     )
-
-
-@pytest.fixture
-async def pool():
-    dsn = await create_database()
-    p = await create_pool(dsn, 1, 8)
-    await migrate(p)
-    yield p
-    await p.close()
-    await drop_database(dsn)
 
 
 TEXTS = [
@@ -159,12 +150,7 @@ async def entries(pool, user: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-async def statuses(pool, user: str) -> dict[str, str]:
-    rows = await pool.fetch("SELECT message_id, status FROM messages WHERE user_id=$1", user)
-    return {r["message_id"]: r["status"] for r in rows}
-
-
-async def drain(step: LLMConstruction, rounds: int = 20):
+async def drain(step: LLMStep, rounds: int = 20):
     for _ in range(rounds):
         if not (await step.process()).did_work:
             return
