@@ -142,10 +142,12 @@ async def statuses(pool, user: str) -> dict[str, str]:
     return {r["message_id"]: r["status"] for r in rows}
 
 
-async def entries(pool, user: str) -> list[dict]:
+async def entries(pool, user: str, by_kind: bool = False) -> list[dict]:
+    """The user's entries in time order (`by_kind`: grouped by kind first)."""
     rows = await pool.fetch(
-        "SELECT id::text AS id, text, index_text, source_message_ids, topic_id, metadata"
-        " FROM memory_entries WHERE user_id=$1 ORDER BY ts, id",
+        "SELECT id::text AS id, kind, text, index_text, source_message_ids, topic_id, metadata,"
+        " importance FROM memory_entries WHERE user_id=$1"
+        f" ORDER BY {'kind, ' if by_kind else ''}ts, id",
         user,
     )
     return [dict(r) for r in rows]
@@ -153,3 +155,10 @@ async def entries(pool, user: str) -> list[dict]:
 
 def cited(rows: list[dict]) -> list[str]:
     return [i for r in rows for i in r["source_message_ids"]]
+
+
+async def drain_llm(step, rounds: int = 20) -> None:
+    """Run the LLM step until it finds no task (at most `rounds` times)."""
+    for _ in range(rounds):
+        if not (await step.process()).did_work:
+            return
