@@ -32,7 +32,7 @@ from serve_app.llm.resilience import LLMOutputInvalid, LLMUnavailable, Resilient
 from serve_app.llm.summaries import SessionNote, summarize_session
 from serve_app.metrics import PipelineTotals
 from serve_app.model.entries import EntryContext, EntryRow
-from serve_app.pipeline.extractive import extractive_rows
+from serve_app.pipeline.extractive import extractive_rows, uses_previous
 from serve_app.pipeline.facts import extract_flush, extraction_entries
 from serve_app.storage.buffers_repo import BuffersRepo
 from serve_app.storage.llm_tasks_repo import LLMTask, LLMTasksRepo, SourceRow
@@ -280,12 +280,15 @@ class LLMStep:
         messages = [r.message for r in sources]
         if not messages:
             return []
-        previous = await self.repo.previous_messages(
-            conn, [(task.user_id, task.session_id, messages[0].seq)]
-        )
+        prev = None
+        if uses_previous(unit):
+            previous = await self.repo.previous_messages(
+                conn, [(task.user_id, task.session_id, messages[0].seq)]
+            )
+            prev = previous.get((task.user_id, task.session_id))
         return extractive_rows(
             [messages],
-            previous.get((task.user_id, task.session_id)),
+            prev,
             ctx,
             unit=unit,
             flush_index=task.flush_index,

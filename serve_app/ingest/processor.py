@@ -35,7 +35,7 @@ from serve_app.metrics import PipelineTotals
 from serve_app.model.entries import EntryContext, EntryRow
 from serve_app.model.messages import StoredMessage
 from serve_app.pipeline.buffers import BufferConfig, SessionBuffers, ShortTermFlush
-from serve_app.pipeline.extractive import extractive_rows
+from serve_app.pipeline.extractive import extractive_rows, uses_previous
 from serve_app.pipeline.intake import Cutter, Intook, intake, stored_message
 from serve_app.pipeline.segmentation import SegmentationConfig
 from serve_app.settings import Settings
@@ -225,10 +225,12 @@ class IngestProcessor:
                 continue
             user_id, session_id = w.key
             ctx = EntryContext(user_id, session_id, version, self.embedding_model)
-            previous = await self.repo.previous_messages(
-                conn, [(user_id, session_id, flushed[0].seq)]
-            )
-            prev = previous.get(w.key)
+            prev = None
+            if uses_previous(unit):
+                previous = await self.repo.previous_messages(
+                    conn, [(user_id, session_id, flushed[0].seq)]
+                )
+                prev = previous.get(w.key)
             for flush in w.flushes:
                 groups = [
                     [stored_message(user_id, session_id, m) for m in s.messages]

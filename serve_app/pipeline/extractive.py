@@ -47,6 +47,11 @@ def message_line(m: StoredMessage) -> str:
     return f"{m.speaker}: {m.content.strip()}"
 
 
+def uses_previous(unit: str) -> bool:
+    """Whether entries of `unit` read the message before a batch (callers skip reading it)."""
+    return unit == "message_ctx"
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -58,7 +63,7 @@ def _single(
     text = prefix + message_line(m)
     index_text = text
     metadata: dict = {"unit": unit}
-    if unit == "message_ctx" and previous is not None:
+    if uses_previous(unit) and previous is not None:
         index_text = f"{text}\n(after {_clip(message_line(previous), CONTEXT_CHARS)})"
         metadata["context_message_ids"] = [previous.message_id]
     return EntryDraft(
