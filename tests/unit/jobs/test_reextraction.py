@@ -189,8 +189,10 @@ def test_llm_extraction_uses_the_versions_prompt_and_compressed_text():
 def test_unusable_output_falls_back_to_extractive_entries_and_an_outage_raises():
     def first_flush_unusable(messages, schema):
         # The flush holding x0 never gets valid JSON, the others do.
-        return "not json" if "note 0\n" in messages[1]["content"] + "\n" else facts_reply(
-            messages, schema
+        return (
+            "not json"
+            if "note 0\n" in messages[1]["content"] + "\n"
+            else facts_reply(messages, schema)
         )
 
     backend = ScriptedBackend(default=Respond(first_flush_unusable))
