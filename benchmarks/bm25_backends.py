@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.locomo_data import load_conversations
-from serve_app.entries import build_entries
+from serve_app.pipeline.extractive import build_entries
 from serve_app.retrieval.bm25 import BACKENDS, BM25Index
 
 

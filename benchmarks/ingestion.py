@@ -5,8 +5,8 @@ For each level of concurrency, that many sessions (one user each) post their mes
 requests of --request-size messages; each session's last request has `wait: true`, and the clock
 stops when every session reports all its messages processed (GET /v1/sessions). The limit is
 measured in the same run, before any load (the service idle or not yet started): MiniLM `encode`
-in this process, torch threads = 2, on exactly the texts the worker embeds (serve_app.entries
-index texts), at its best batch size.
+in this process, torch threads = 2, on exactly the texts the worker embeds
+(serve_app.pipeline.extractive index texts), at its best batch size.
 
     python -m benchmarks.ingestion            # quick: 1, 4, 16 sessions, 1024 messages each
     python -m benchmarks.ingestion --full     # 4096 messages per level
@@ -61,8 +61,8 @@ MODES = {
 
 def index_texts(sessions: dict[str, list[SyntheticMessage]]) -> list[str]:
     """What the worker embeds for these messages (same entry unit and text as the service)."""
-    from serve_app.entries import build_entries
-    from serve_app.messages import StoredMessage
+    from serve_app.model.messages import StoredMessage
+    from serve_app.pipeline.extractive import build_entries
     from serve_app.settings import Settings
 
     unit = Settings().entry_unit

@@ -58,7 +58,7 @@ def extraction_usage(flushes: Sequence[ShortTermFlush]) -> dict[str, int]:
 #
 # Each LoCoMo conversation is one user, each of its sessions one memserve session, flushed at
 # its end with a summary request, as a client would. The real worker (IngestProcessor with the
-# LLM queue, then LLMConstruction) runs against a throwaway PostgreSQL database with the real
+# LLM queue, then LLMStep) runs against a throwaway PostgreSQL database with the real
 # MiniLM embedder; compression is off (benchmarks.token_economy counts flushes with it on). The
 # scripted double states one fact per message, so completion tokens and the summary prompts
 # (built from the facts) are those of a model that keeps everything: an upper-end figure.
@@ -107,14 +107,14 @@ def one_fact_per_message(messages, schema) -> str:
 
 async def worker_usage(conv, pool, embed) -> dict:
     """Calls and tokens of ingesting one conversation through the worker's LLM path."""
-    from deployments.ingest_worker import IngestProcessor
+    from serve_app.ingest.llm_step import LLMStep
+    from serve_app.ingest.processor import IngestProcessor
     from serve_app.llm.config import LLMSettings
     from serve_app.llm.scripted import chat_prompt_tokens
-    from serve_app.llm_construction import LLMConstruction
+    from serve_app.pipeline.tokens import count_tokens
     from serve_app.settings import Settings
     from serve_app.storage.buffers_repo import BuffersRepo
     from serve_app.storage.postgres import NewMessage, Repository
-    from serve_app.tokens import count_tokens
 
     async def index(points) -> None:
         return None
@@ -123,7 +123,7 @@ async def worker_usage(conv, pool, embed) -> dict:
     settings = Settings(pg_dsn="postgresql://unused")
     proc = IngestProcessor(repo, embed, index, settings, "minilm", llm_queue=True)
     backend = ScriptedBackend(default=Respond(one_fact_per_message))
-    step = LLMConstruction(
+    step = LLMStep(
         repo,
         embed,
         index,

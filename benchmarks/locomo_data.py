@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serve_app.messages import StoredMessage
+from serve_app.model.messages import StoredMessage
 
 QA_CATEGORIES = (1, 2, 3, 4)  # 5 is adversarial (no answer in the dialogue)
 CATEGORY_NAMES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}

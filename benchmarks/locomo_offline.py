@@ -1,6 +1,6 @@
 """Offline LoCoMo retrieval evaluation: entry units x BM25 x MiniLM x fusion, in process.
 
-No Ray, no HTTP, no LLM: builds entries with serve_app.entries, ranks them with the same
+No Ray, no HTTP, no LLM: builds entries with serve_app.pipeline.extractive, ranks them with the same
 BM25Index / fusion / query preparation the MemoryIndex uses, and scores evidence recall@k
 exactly as benchmarks/locomo_retrieval.py does. Prints JSON.
 
@@ -28,7 +28,7 @@ from benchmarks.locomo_data import (
     evidence_recall,
     load_conversations,
 )
-from serve_app.entries import EntryDraft, build_entries
+from serve_app.pipeline.extractive import EntryDraft, build_entries
 from serve_app.retrieval.bm25 import BM25Index, bm25_text
 from serve_app.retrieval.fusion import (
     CANDIDATE_DEPTH,

@@ -29,8 +29,8 @@ from benchmarks.locomo_data import LocomoConversation, load_conversations
 from serve_app.pipeline.buffers import BufferConfig, BufferedMessage, SessionBuffers
 from serve_app.pipeline.compression import Compressed, Compressor
 from serve_app.pipeline.segmentation import SegmentationConfig, segment_boundaries
+from serve_app.pipeline.tokens import count_tokens
 from serve_app.settings import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
-from serve_app.tokens import count_tokens
 
 DEFAULT_CACHE = Path(".cache/random-models")
 

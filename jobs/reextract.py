@@ -34,7 +34,6 @@ import pandas as pd
 import ray
 
 from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
-from serve_app.entries import ENTRY_UNITS
 from serve_app.maintenance.reextraction import (
     ExtractionSpec,
     ReextractConfigError,
@@ -43,6 +42,7 @@ from serve_app.maintenance.reextraction import (
     llm_record,
     resolve_spec,
 )
+from serve_app.pipeline.extractive import ENTRY_UNITS
 from serve_app.storage import jobs_repo, maintenance_repo, reextraction_repo
 from serve_app.storage.generations_repo import GenerationIncomplete
 from serve_app.storage.memory_versions_repo import VersionBehind

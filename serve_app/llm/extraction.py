@@ -65,7 +65,7 @@ class SourceMessage:
 
     @classmethod
     def from_stored(cls, msg, text: str | None = None) -> SourceMessage:
-        """From a `serve_app.messages.StoredMessage` (or anything with its fields); `text`
+        """From a `serve_app.model.messages.StoredMessage` (or anything with its fields); `text`
         overrides the content, e.g. with the compressed text."""
         return cls(
             message_id=msg.message_id,

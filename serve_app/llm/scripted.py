@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from serve_app.llm.base import ChatMessage, ChatRequest, LLMBackend, LLMReply
-from serve_app.tokens import count_tokens as cl100k_tokens
+from serve_app.pipeline.tokens import count_tokens as cl100k_tokens
 
 Responder = Callable[[list[ChatMessage], dict], str]
 

@@ -4,37 +4,28 @@ segmentation, short-term buffers, then one LLM extraction per flushed buffer or 
 entries). No Ray and no database in here: engines come in as async callables, the driver
 (`reextract.py`) reads the messages and writes what this returns.
 
-It is the same code the ingest worker runs (SessionBuffers, segment_boundaries, build_entries,
-extract_memories, extraction_entries); only the configuration differs (a new prompt, compression
-rate, LLM or entry unit), and entry ids carry the new version.
+It is the same code the ingest worker runs (pipeline/intake.py, SessionBuffers,
+pipeline/extractive.py, pipeline/facts.py); only the configuration differs (a new prompt,
+compression rate, LLM or entry unit), and entry ids carry the new version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from serve_app.entries import ENTRY_UNITS, build_entries
-from serve_app.fact_entries import extraction_entries, topic_id
 from serve_app.llm.accounting import LLMUsage
 from serve_app.llm.config import BackendSpec, LLMSettings
-from serve_app.llm.extraction import SourceMessage, extract_memories
 from serve_app.llm.resilience import LLMOutputInvalid, LLMUnavailable, ResilientLLM
-from serve_app.messages import StoredMessage
-from serve_app.pipeline.buffers import BufferConfig, BufferedMessage, SessionBuffers, ShortTermFlush
-from serve_app.pipeline.compression import Compressed
-from serve_app.pipeline.segmentation import SegmentationConfig, segment_boundaries
-from serve_app.storage.postgres import EntryRow, entry_id
-from serve_app.timeparse import weekday_name
-from serve_app.tokens import count_tokens
-
-Embed = Callable[[list[str]], Awaitable[Sequence]]
-Compress = Callable[[list[str]], Awaitable[list[Compressed]]]
-Attend = Callable[[list[list[str]]], Awaitable[list[list[float]]]]
+from serve_app.model.entries import EntryContext, EntryRow
+from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.buffers import BufferConfig, SessionBuffers, ShortTermFlush
+from serve_app.pipeline.extractive import ENTRY_UNITS, extractive_rows
+from serve_app.pipeline.facts import extract_flush, extraction_entries
+from serve_app.pipeline.intake import Attend, Compress, Cutter, Embed, intake
+from serve_app.pipeline.segmentation import SegmentationConfig
 
 MAX_PROMPT_CHARS = 20_000
 
@@ -189,13 +180,11 @@ class SessionExtractor:
         self.spec = spec
         self.version = version
         self.embedding_model = embedding_model
-        self.embed = embed
         self.compress = compress
-        self.attend = attend
         self.llm = llm
         self.llm_settings = llm_settings or LLMSettings()
-        self.segmentation = segmentation or SegmentationConfig()
         self.buffer_config = BufferConfig(spec.sensory_max_tokens, spec.short_term_max_tokens)
+        self.cut = Cutter(embed, segmentation or SegmentationConfig(), attend)
 
     async def run(self, messages: Sequence[StoredMessage]) -> SessionResult:
         """Entries of one session. Raises LLMUnavailable when the LLM cannot be reached (the
@@ -205,32 +194,21 @@ class SessionExtractor:
         result = SessionResult(rows=[], message_ids=[m.message_id for m in messages])
         if not messages:
             return result
-        intake = await self._intake(messages)
-        vectors: dict[str, np.ndarray] = {}
-
-        async def cut(window: Sequence[BufferedMessage]) -> list[int]:
-            if len(window) < 2:
-                return []
-            texts = [m.text for m in window]
-            missing = [t for t in dict.fromkeys(texts) if t not in vectors]
-            if missing:
-                for t, v in zip(missing, await self.embed(missing), strict=True):
-                    vectors[t] = np.asarray(v, dtype=np.float32)
-            embeddings = np.stack([vectors[t] for t in texts])
-            attention = (await self.attend([texts]))[0] if self.attend is not None else None
-            return segment_boundaries(embeddings, attention, self.segmentation)
-
+        intook = await intake(messages, self.compress)
         state = SessionBuffers(config=self.buffer_config)
-        flushes = await state.add_async(intake, cut)
-        flushes += await state.flush_async(cut)
+        flushes = await state.add_async([i.buffered for i in intook], self.cut)
+        flushes += await state.flush_async(self.cut)
         result.flushes = len(flushes)
         by_id = {m.message_id: m for m in messages}
-        compressed = {b.message_id: b.text for b in intake if b.original is not None}
+        ctx = EntryContext(
+            messages[0].user_id, messages[0].session_id, self.version, self.embedding_model
+        )
         if self.llm is None:
-            result.rows = self._extractive(flushes, by_id)
+            result.rows = self._extractive(flushes, by_id, ctx)
             return result
+        compressed = {i.buffered.message_id: i.compressed for i in intook}
         outcomes = await asyncio.gather(
-            *(self._llm_flush(f, by_id, compressed, result) for f in flushes)
+            *(self._llm_flush(f, by_id, compressed, ctx, result) for f in flushes)
         )
         position = {m.message_id: i for i, m in enumerate(messages)}
         for f, rows in zip(flushes, outcomes, strict=True):
@@ -238,50 +216,22 @@ class SessionExtractor:
                 result.fallbacks += 1
                 first = position[f.messages[0].message_id]
                 prev = messages[first - 1] if first > 0 else None
-                rows = self._extractive([f], by_id, prev=prev, fallback=True)
+                rows = self._extractive([f], by_id, ctx, prev=prev, fallback=True)
             result.rows.extend(rows)
         return result
-
-    async def _intake(self, messages: Sequence[StoredMessage]) -> list[BufferedMessage]:
-        results: list[Compressed | None] = [None] * len(messages)
-        if self.compress is not None:
-            results = list(await self.compress([m.content for m in messages]))
-        out = []
-        for m, c in zip(messages, results, strict=True):
-            text = c.compressed if c is not None else m.content
-            out.append(
-                BufferedMessage(
-                    message_id=m.message_id,
-                    seq=m.seq,
-                    text=text,
-                    tokens=c.tokens_out if c is not None else count_tokens(m.content),
-                    role=m.role,
-                    name=m.name,
-                    ts=m.ts.isoformat(),
-                    original=m.content if text != m.content else None,
-                )
-            )
-        return out
 
     async def _llm_flush(
         self,
         flush: ShortTermFlush,
         by_id: dict[str, StoredMessage],
-        compressed: dict[str, str],
+        compressed: dict[str, str | None],
+        ctx: EntryContext,
         result: SessionResult,
     ) -> list[EntryRow] | None:
         assert self.llm is not None
         ms = [by_id[m.message_id] for m in flush.messages]
-        topics = {m.message_id: s.topic_index for s in flush.segments for m in s.messages}
         try:
-            out = await extract_memories(
-                self.llm,
-                [SourceMessage.from_stored(m, text=compressed.get(m.message_id)) for m in ms],
-                limits=self.llm_settings.limits(),
-                max_tokens=self.llm_settings.extraction_max_tokens,
-                temperature=self.llm_settings.temperature,
-                system_prompt=self.spec.prompt,
-            )
+            out = await extract_flush(self.llm, self.llm_settings, ms, compressed, self.spec.prompt)
         except LLMOutputInvalid as e:
             result.usage.merge(e.usage)
             return None
@@ -289,68 +239,37 @@ class SessionExtractor:
             result.usage.merge(e.usage)
             raise
         result.usage.merge(out.usage)
-        first = ms[0]
         return extraction_entries(
             out.value,
-            user_id=first.user_id,
-            session_id=first.session_id,
+            ctx,
             flush_index=flush.flush_index,
             messages=ms,
-            topics=topics,
-            embedding_model=self.embedding_model,
+            topics=flush.topics(),
             backend=out.reply.backend,
             model=out.reply.model,
-            version=self.version,
         )
 
     def _extractive(
         self,
         flushes: Sequence[ShortTermFlush],
         by_id: dict[str, StoredMessage],
+        ctx: EntryContext,
         prev: StoredMessage | None = None,
         fallback: bool = False,
     ) -> list[EntryRow]:
         """Extractive entries as the worker builds them: per segment, from the original text,
         the previous message as context (message_ctx)."""
         rows: list[EntryRow] = []
-        unit = self.spec.entry_unit
         for flush in flushes:
-            for segment in flush.segments:
-                ms = [by_id[m.message_id] for m in segment.messages]
-                for d in build_entries(ms, prev, unit=unit):  # type: ignore[arg-type]
-                    user_id, session_id = ms[0].user_id, ms[0].session_id
-                    metadata = {
-                        **d.metadata,
-                        "topic_index": segment.topic_index,
-                        "flush_index": flush.flush_index,
-                    }
-                    if fallback:
-                        metadata["llm_fallback"] = "output unusable"
-                    rows.append(
-                        EntryRow(
-                            id=entry_id(
-                                user_id,
-                                session_id,
-                                "message",
-                                d.source_message_ids,
-                                self.version,
-                            ),
-                            user_id=user_id,
-                            session_id=session_id,
-                            kind="message",
-                            text=d.text,
-                            index_text=d.index_text,
-                            ts=d.ts,
-                            weekday=weekday_name(d.ts),
-                            speaker=d.speaker,
-                            source_message_ids=d.source_message_ids,
-                            topic_id=topic_id(session_id, segment.topic_index),
-                            metadata=metadata,
-                            importance=None,
-                            embedding_model=self.embedding_model,
-                            version=self.version,
-                        )
-                    )
-                if ms:
-                    prev = ms[-1]
+            groups = [[by_id[m.message_id] for m in s.messages] for s in flush.segments]
+            rows += extractive_rows(
+                groups,
+                prev,
+                ctx,
+                unit=self.spec.entry_unit,
+                flush_index=flush.flush_index,
+                topics=flush.topics(),
+                fallback=fallback,
+            )
+            prev = next((g[-1] for g in reversed(groups) if g), prev)
         return rows

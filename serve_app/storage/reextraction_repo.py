@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 import psycopg
 
+from serve_app.model.entries import EntryRow
+from serve_app.model.messages import StoredMessage
 from serve_app.storage.locks import lock_user_sync
 from serve_app.storage.maintenance_repo import add_llm_usage, bump_index_revision, insert_entries
-from serve_app.storage.postgres import EntryRow, StoredMessage, _to_message, add_version_sql
+from serve_app.storage.postgres import MESSAGE_COLUMNS, add_version_sql, message_from_row
 
 
 class GenerationGone(RuntimeError):
@@ -46,15 +48,14 @@ def done_messages(
 ) -> dict[tuple[str, str], list[StoredMessage]]:
     """The done messages of each (user, session), in order."""
     rows = conn.execute(
-        "SELECT user_id, session_id, message_id, seq, role, name, content, ts, metadata"
-        " FROM messages WHERE (user_id, session_id) IN"
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (user_id, session_id) IN"
         " (SELECT * FROM unnest(%s::text[], %s::text[])) AND status='done'"
         " ORDER BY user_id, session_id, seq",
         ([k[0] for k in keys], [k[1] for k in keys]),
     ).fetchall()
     out: dict[tuple[str, str], list[StoredMessage]] = {}
     for r in rows:
-        out.setdefault((r["user_id"], r["session_id"]), []).append(_to_message(r))
+        out.setdefault((r["user_id"], r["session_id"]), []).append(message_from_row(r))
     return out
 
 

@@ -17,7 +17,7 @@ import time
 import uvicorn
 from fastapi import FastAPI, Request
 
-from serve_app.tokens import count_tokens
+from serve_app.pipeline.tokens import count_tokens
 
 LINE = re.compile(r"^\[(m\d+)\] \d\d:\d\d ([^:]+): (.*)$")
 

@@ -474,8 +474,8 @@ def _uninterrupted_message_entries() -> Counter:
     """What an uninterrupted extractive run with one entry per message writes: each done
     message once, built by the same function from the stored messages (with this unit the
     entries do not depend on how sessions are segmented)."""
-    from serve_app.entries import build_entries
-    from serve_app.messages import StoredMessage
+    from serve_app.model.messages import StoredMessage
+    from serve_app.pipeline.extractive import build_entries
 
     with _pg() as conn:
         rows = conn.execute(

@@ -6,7 +6,7 @@ from benchmarks.llm_economy import extraction_usage
 from serve_app.llm.extraction import build_extraction_request
 from serve_app.llm.scripted import chat_prompt_tokens
 from serve_app.pipeline.buffers import BufferedMessage, Segment, ShortTermFlush
-from serve_app.tokens import count_tokens
+from serve_app.pipeline.tokens import count_tokens
 
 
 def _flush(index: int, n: int) -> ShortTermFlush:

@@ -15,11 +15,11 @@ from serve_app.llm.base import LLMTransientError
 from serve_app.llm.config import BackendSpec, LLMSettings
 from serve_app.llm.resilience import LLMUnavailable, ResilientLLM, RetryPolicy
 from serve_app.llm.scripted import Reply, Respond, ScriptedBackend
-from serve_app.messages import StoredMessage
+from serve_app.model.entries import entry_id
+from serve_app.model.messages import StoredMessage
 from serve_app.pipeline.compression import Compressed
-from serve_app.storage.postgres import entry_id
-from serve_app.tokens import count_tokens
-from tests.unit.test_ingest_worker import bag_of_words
+from serve_app.pipeline.tokens import count_tokens
+from tests.unit.ingest.doubles import bag_of_words
 
 from serve_app.maintenance.reextraction import (  # isort: skip
     ExtractionSpec, ReextractConfigError, SessionExtractor, llm_record, resolve_llm,

@@ -14,7 +14,7 @@ from serve_app.pipeline.compression import (
     CompressorUnavailable,
     compressor_available,
 )
-from serve_app.tokens import count_tokens
+from serve_app.pipeline.tokens import count_tokens
 
 TEXTS = [
     "Hey Mel! Good to see you! How have you been? I went to the LGBTQ support group yesterday "

@@ -7,7 +7,8 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from serve_app.storage.postgres import EntryRow, Repository, entry_id
+from serve_app.model.entries import EntryRow, entry_id
+from serve_app.storage.postgres import Repository
 from serve_app.storage.vectors import QdrantVectorStore, VectorPoint
 
 WORDS = ("dog", "cat", "paris", "pizza", "guitar", "wedding", "job", "book", "violin")

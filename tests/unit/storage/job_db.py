@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from serve_app.storage.postgres import EntryRow, Repository, create_pool, entry_id, migrate
+from serve_app.model.entries import EntryRow, entry_id
+from serve_app.storage.postgres import Repository, create_pool, migrate
 from tests.pg import create_database, drop_database
 
 T0 = datetime(2023, 5, 1, tzinfo=UTC)

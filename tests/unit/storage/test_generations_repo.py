@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
+from serve_app.ingest.llm_step import LLMStep
 from serve_app.llm.config import LLMSettings
-from serve_app.llm_construction import LLMConstruction
+from serve_app.model.entries import entry_id
 from serve_app.storage import generations_repo, memory_versions_repo
-from serve_app.storage.postgres import entry_id
 from tests.unit.storage.versions_data import done, entry, msg, status_of
 
 
@@ -95,7 +95,7 @@ async def test_rollback_queues_what_the_restored_version_lacks_and_the_worker_fi
     async def index(points, version):
         indexed.append(version)
 
-    step = LLMConstruction(repo, embed, index, embedding_model="m", llm=None,
+    step = LLMStep(repo, embed, index, embedding_model="m", llm=None,
                            llm_settings=LLMSettings(), entry_unit="message")  # fmt: skip
     while (await step.process()).did_work:
         pass

@@ -2,8 +2,8 @@
 
 import uuid
 
+from serve_app.model.entries import EntryRow, entry_id
 from serve_app.storage import jobs_repo, maintenance_repo
-from serve_app.storage.postgres import EntryRow, entry_id
 from tests.unit.storage.job_db import T0, entry_ids, seeded
 
 dsn = seeded  # the seeded database, as the fixture `dsn`

@@ -2,7 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serve_app.storage.postgres import EntryRow, NewMessage, _migrations, entry_id, migrate
+from serve_app.model.entries import EntryRow, entry_id
+from serve_app.model.messages import NewMessage
+from serve_app.storage.buffers_repo import BufferedUpdate, BuffersRepo
+from serve_app.storage.postgres import _migrations, migrate
 
 T0 = datetime(2023, 5, 20, tzinfo=UTC)
 
@@ -57,23 +60,29 @@ async def test_add_messages_skips_stored_ids_and_keeps_seq_dense(repo):
 
 
 async def test_claims_are_disjoint_between_concurrent_workers(repo):
-    await repo.add_messages("u", "s", [msg(str(i)) for i in range(10)], None)
+    for i in range(10):
+        await repo.add_messages("u", f"s{i}", [msg("a")], None)
     async with repo.pool.acquire() as c1, c1.transaction():
-        first = await repo.claim_pending(c1, 6)
+        first = await BuffersRepo.claim_sessions(c1, 6)
         async with repo.pool.acquire() as c2, c2.transaction():
-            second = await repo.claim_pending(c2, 6)
+            second = await BuffersRepo.claim_sessions(c2, 6)
     assert len(first) == 6 and len(second) == 4
-    assert not {m.message_id for m in first} & {m.message_id for m in second}
+    assert not {c.session_id for c in first} & {c.session_id for c in second}
 
 
 async def test_rolled_back_claim_leaves_messages_pending(repo):
     await repo.add_messages("u", "s", [msg("a")], None)
     with pytest.raises(RuntimeError):
         async with repo.pool.acquire() as conn, conn.transaction():
-            claimed = await repo.claim_pending(conn, 10)
-            await repo.mark_done(conn, claimed, {("u", "s"): 1})
+            [claim] = await BuffersRepo.claim_sessions(conn, 10)
+            [m] = await BuffersRepo.pending_messages(conn, "u", "s", 10)
+            await BuffersRepo.mark_buffered(
+                conn, "u", "s", [BufferedUpdate(m.message_id, None, 1, 1)]
+            )
+            assert await BuffersRepo.mark_done(conn, "u", "s", [m.message_id], 1) == 1
             raise RuntimeError("crash before commit")
-    assert await repo.count_unfinished("u", "s", ["a"]) == 1
+    status = await repo.session_status("u", "s")
+    assert status["counts"]["pending"] == 1 and status["counts"]["processed"] == 0
 
 
 async def test_entries_listing_pagination_and_isolation(repo):
@@ -104,9 +113,9 @@ async def test_delete_user_cascades_everything(repo):
 async def test_failures_are_counted_then_marked_failed(repo):
     await repo.add_messages("u", "s", [msg("a")], None)
     async with repo.pool.acquire() as conn:
-        [m] = await repo.claim_pending(conn, 1)
+        [m] = await BuffersRepo.pending_messages(conn, "u", "s", 1)
     for _ in range(2):
-        await repo.record_failure([m], "boom", max_attempts=2)
+        await BuffersRepo.record_attempt(repo.pool, "u", "s", [m.message_id], "boom", 2)
     status = await repo.session_status("u", "s")
     assert status["counts"]["failed"] == 1 and status["counts"]["pending"] == 0
     last_error = await repo.pool.fetchval("SELECT last_error FROM messages")

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from serve_app.llm.accounting import LLMUsage
+from serve_app.model.entries import EntryRow, entry_id
 from serve_app.storage import jobs_repo, maintenance_repo, reextraction_repo
-from serve_app.storage.postgres import EntryRow, entry_id
 from tests.unit.storage.job_db import T0, seeded
 
 dsn = seeded  # the seeded database, as the fixture `dsn`

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from serve_app.storage.postgres import EntryRow, NewMessage, entry_id
+from serve_app.model.entries import EntryRow, entry_id
+from serve_app.model.messages import NewMessage
 
 T0 = datetime(2023, 5, 20, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The ingest worker's pipeline against the machine's PostgreSQL, without Ray.
+"""The ingest worker's pipeline (IngestProcessor) against the machine's PostgreSQL, without Ray.
 
 The embedder, vector index and compressor are test doubles (external engines); the buffers,
 segmentation, entry building and every query are the real ones.
@@ -7,168 +7,23 @@ segmentation, entry building and every query are the real ones.
 from __future__ import annotations
 
 import asyncio
-import random
-import re
-import zlib
-from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pytest
 
-from deployments.ingest_worker import IngestProcessor, topic_id
-from serve_app.metrics import PipelineTotals
-from serve_app.pipeline.compression import Compressed
-from serve_app.settings import Settings
+from serve_app.model.entries import topic_id
+from serve_app.pipeline.tokens import count_tokens
 from serve_app.storage.buffers_repo import BuffersRepo
-from serve_app.storage.postgres import NewMessage, Repository, create_pool, migrate
-from serve_app.tokens import count_tokens
-from tests.pg import create_database, drop_database
-
-T0 = datetime(2023, 5, 20, 10, tzinfo=UTC)
-TOPICS = {
-    "dog": "dog puppy leash park walk bark fetch collar",
-    "cello": "cello bow strings concert practice teacher music recital",
-    "trip": "paris flight hotel louvre museum croissant metro luggage",
-    "garden": "tomato garden soil seeds watering compost basil harvest",
-}
-
-
-# --- test doubles for the engines ------------------------------------------------------------
-
-
-def bag_of_words(text: str, dim: int = 4096) -> np.ndarray:
-    v = np.zeros(dim, dtype=np.float32)
-    for word in re.findall(r"[a-z]+", text.lower()):
-        v[zlib.crc32(word.encode()) % dim] += 1
-    return v / (np.linalg.norm(v) or 1.0)
-
-
-class Engines:
-    """Embedder, vector index and compressor doubles that record what they were asked."""
-
-    def __init__(self) -> None:
-        self.points: dict[str, object] = {}  # the vector index: upserts by id
-        self.versions: set[int] = set()  # memory versions indexed into
-        self.index_calls = 0
-        self.fail_index = False
-        self.embed_fail_on: str | None = None
-        self.embedded: list[str] = []
-        self.compressed: list[str] = []
-        self.attended: list[list[str]] = []
-
-    async def embed(self, texts: list[str]) -> list[np.ndarray]:
-        await asyncio.sleep(0.001)  # let concurrent workers interleave
-        if self.embed_fail_on and any(self.embed_fail_on in t for t in texts):
-            raise RuntimeError("embedder refused the text")
-        self.embedded += texts
-        return [bag_of_words(t) for t in texts]
-
-    async def index(self, points, version: int = 1) -> None:
-        self.index_calls += 1
-        self.versions.add(version)
-        if self.fail_index:
-            raise ConnectionError("vector index down")
-        for p in points:
-            self.points[p.id] = p
-
-    async def compress(self, texts: list[str]) -> list[Compressed]:
-        # Keeps every other word: a stand-in for LLMLingua-2 at rate 0.5.
-        self.compressed += texts
-        out = []
-        for t in texts:
-            short = " ".join(t.split()[::2])
-            out.append(Compressed(t, short, count_tokens(t), count_tokens(short)))
-        return out
-
-    async def attend(self, windows: list[list[str]]) -> list[list[float]]:
-        self.attended += windows
-        return [[0.5] * (len(w) - 1) for w in windows]
-
-
-# --- fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pool():
-    dsn = await create_database()
-    p = await create_pool(dsn, 1, 8)
-    await migrate(p)
-    yield p
-    await p.close()
-    await drop_database(dsn)
-
-
-def settings(**kw) -> Settings:
-    base = {"sensory_max_tokens": 64, "short_term_max_tokens": 96, "entry_unit": "message_ctx"}
-    return Settings(pg_dsn="postgresql://unused", **{**base, **kw})
-
-
-def processor(pool, engines: Engines, compression: bool = False, **kw) -> IngestProcessor:
-    return IngestProcessor(
-        Repository(pool),
-        engines.embed,
-        engines.index,
-        settings(**kw),
-        "double",
-        compress=engines.compress if compression else None,
-        attend=engines.attend if compression else None,
-    )
-
-
-def conversation(n: int, seed: int = 3, prefix: str = "m") -> list[tuple[str, str, str]]:
-    """(message_id, topic, text): topic runs of 3..7 messages, each text 6 words of its topic."""
-    rng = random.Random(seed)
-    out, names, topic, left = [], list(TOPICS), None, 0
-    for i in range(n):
-        if left == 0:
-            topic = rng.choice([t for t in names if t != topic])
-            left = rng.randint(3, 7)
-        left -= 1
-        words = rng.sample(TOPICS[topic].split(), 6)
-        out.append((f"{prefix}{i}", topic, " ".join(words)))
-    return out
-
-
-async def add(pool, user: str, session: str, items, start_minute: int = 0) -> None:
-    msgs = [
-        NewMessage(
-            message_id=mid,
-            role="user" if i % 3 else "assistant",  # roles need not alternate
-            name=None if i % 3 == 0 else ("Ann" if i % 2 else "Bo"),
-            content=text,
-            ts=T0 + timedelta(minutes=i),
-            ts_provided=True,
-            metadata={},
-        )
-        for i, (mid, _, text) in enumerate(items, start=start_minute)
-    ]
-    await Repository(pool).add_messages(user, session, msgs, None)
-
-
-async def drain(proc: IngestProcessor) -> PipelineTotals:
-    total = PipelineTotals()
-    while (t := await proc.process_batch()).did_work:
-        total.add(t)
-    return total
-
-
-async def statuses(pool, user: str) -> dict[str, str]:
-    rows = await pool.fetch("SELECT message_id, status FROM messages WHERE user_id=$1", user)
-    return {r["message_id"]: r["status"] for r in rows}
-
-
-async def entries(pool, user: str) -> list[dict]:
-    rows = await pool.fetch(
-        "SELECT id::text AS id, text, index_text, source_message_ids, topic_id, metadata"
-        " FROM memory_entries WHERE user_id=$1 ORDER BY ts, id",
-        user,
-    )
-    return [dict(r) for r in rows]
-
-
-def cited(rows: list[dict]) -> list[str]:
-    return [i for r in rows for i in r["source_message_ids"]]
-
+from serve_app.storage.postgres import Repository
+from tests.unit.ingest.doubles import (
+    Engines,
+    add,
+    cited,
+    conversation,
+    drain,
+    entries,
+    processor,
+    statuses,
+)
 
 # --- tests -----------------------------------------------------------------------------------
 
@@ -399,30 +254,3 @@ async def test_segments_follow_scripted_topic_shifts(pool):
     assert all(len(t) == 1 for t in by_topic.values())
     runs = 1 + sum(a[1] != b[1] for a, b in zip(convo, convo[1:], strict=False))
     assert len(by_topic) == runs
-
-
-def test_vector_cache_survives_eviction_by_a_concurrent_call():
-    """Regression: a text found cached before an await was evicted by a concurrent call that
-    filled the cache meanwhile (KeyError seen at 10k messages, 4 sessions in parallel)."""
-    from deployments.ingest_worker import _VectorCache
-
-    cache = _VectorCache(size=4)
-    calls: list[list[str]] = []
-
-    async def embed(texts: list[str]):
-        calls.append(list(texts))
-        await asyncio.sleep(0.01 if "slow" in texts[0] else 0)
-        return [bag_of_words(t) for t in texts]
-
-    async def run() -> tuple[np.ndarray, np.ndarray]:
-        await cache.embed(["a"], embed)
-        return await asyncio.gather(
-            cache.embed(["a", "slow"], embed),  # "a" cached, "slow" awaited
-            cache.embed([f"t{i}" for i in range(8)], embed),  # evicts "a" meanwhile
-        )
-
-    first, second = asyncio.run(run())
-    assert np.allclose(first[0], bag_of_words("a")) and np.allclose(first[1], bag_of_words("slow"))
-    assert second.shape[0] == 8
-    assert ["a"] not in calls[1:]  # the cached vector was used, not embedded again
-    assert len(cache._data) <= 4

@@ -1,4 +1,4 @@
-"""The ingest worker's LLM step against the machine's PostgreSQL, without Ray.
+"""The ingest worker's LLM step (LLMStep) against the machine's PostgreSQL, without Ray.
 
 The LLM is the scripted engine double behind the real ResilientLLM (retries, repair, breaker);
 the embedder and vector index are doubles; the task queue, leases, entries and accounting are
@@ -15,17 +15,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from serve_app.ingest.llm_step import LLMStep
 from serve_app.llm.base import LLMTransientError
 from serve_app.llm.config import LLMSettings
 from serve_app.llm.resilience import ResilientLLM, RetryPolicy
 from serve_app.llm.scripted import Respond, ScriptedBackend
-from serve_app.llm_construction import LLMConstruction
+from serve_app.model.entries import entry_id
+from serve_app.model.messages import NewMessage
 from serve_app.storage.buffers_repo import BuffersRepo
 from serve_app.storage.llm_tasks_repo import LLMTasksRepo, TaskSegment
-from serve_app.storage.postgres import NewMessage, Repository, create_pool, entry_id, migrate
-from tests.pg import create_database, drop_database
-from tests.unit.test_ingest_worker import Engines, add, conversation, processor
-from tests.unit.test_ingest_worker import drain as drain_intake
+from serve_app.storage.postgres import Repository
+from tests.unit.ingest.doubles import (
+    Engines,
+    add,
+    conversation,
+    drain_llm,
+    entries,
+    processor,
+    statuses,
+)
+from tests.unit.ingest.doubles import drain as drain_intake
 
 T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 LINE = re.compile(r"^\[(m\d+)\] \d\d:\d\d ([^:]+): (.*)$")
@@ -87,8 +96,8 @@ def llm_settings() -> LLMSettings:
     return LLMSettings(backoff_s=(0.05,))
 
 
-def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMConstruction:
-    return LLMConstruction(
+def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMStep:
+    return LLMStep(
         Repository(pool),
         engines.embed,
         engines.index,
@@ -97,16 +106,6 @@ def construction(pool, engines: Engines, llm: ResilientLLM | None) -> LLMConstru
         llm_settings=llm_settings(),
         concurrency=4,
     )
-
-
-@pytest.fixture
-async def pool():
-    dsn = await create_database()
-    p = await create_pool(dsn, 1, 8)
-    await migrate(p)
-    yield p
-    await p.close()
-    await drop_database(dsn)
 
 
 TEXTS = [
@@ -150,26 +149,6 @@ async def buffered_flush(pool, user: str, session: str, flush_index: int = 0) ->
     return ids
 
 
-async def entries(pool, user: str) -> list[dict]:
-    rows = await pool.fetch(
-        "SELECT id::text AS id, kind, text, index_text, source_message_ids, topic_id, metadata,"
-        " importance FROM memory_entries WHERE user_id=$1 ORDER BY kind, ts, id",
-        user,
-    )
-    return [dict(r) for r in rows]
-
-
-async def statuses(pool, user: str) -> dict[str, str]:
-    rows = await pool.fetch("SELECT message_id, status FROM messages WHERE user_id=$1", user)
-    return {r["message_id"]: r["status"] for r in rows}
-
-
-async def drain(step: LLMConstruction, rounds: int = 20):
-    for _ in range(rounds):
-        if not (await step.process()).did_work:
-            return
-
-
 # --- extraction ------------------------------------------------------------------------------
 
 
@@ -180,7 +159,7 @@ async def test_facts_become_entries_with_provenance_and_a_topic_summary(pool):
     totals = await construction(pool, engines, make_llm(backend)).process()
     assert totals.extracted == 1 and totals.done == 4 and totals.llm_calls == 1
 
-    rows = await entries(pool, "u")
+    rows = await entries(pool, "u", by_kind=True)
     facts = [r for r in rows if r["kind"] == "fact"]
     [summary] = [r for r in rows if r["kind"] == "summary"]
     assert [r["source_message_ids"] for r in facts] == [[i] for i in ids]
@@ -227,7 +206,7 @@ async def test_unavailable_llm_leaves_the_buffer_pending_then_completes_once(poo
     totals = await step.process()
     assert totals.unavailable == 1 and totals.done == 0
     assert set((await statuses(pool, "u")).values()) == {"buffered"}  # kept, not failed
-    assert await entries(pool, "u") == []
+    assert await entries(pool, "u", by_kind=True) == []
     task = await pool.fetchrow("SELECT * FROM llm_tasks")
     assert task["status"] == "pending" and "connection refused" in task["last_error"]
     assert task["not_before"] > await pool.fetchval("SELECT now()")
@@ -237,9 +216,9 @@ async def test_unavailable_llm_leaves_the_buffer_pending_then_completes_once(poo
     assert not (await step.process()).did_work
 
     await asyncio.sleep(2.1)  # past not_before and the breaker's cool-down
-    await drain(step)
+    await drain_llm(step)
     assert set((await statuses(pool, "u")).values()) == {"done"}
-    rows = await entries(pool, "u")
+    rows = await entries(pool, "u", by_kind=True)
     assert sorted(i for r in rows if r["kind"] == "fact" for i in r["source_message_ids"]) == ids
     assert len(rows) == 5 and set(engines.points) == {r["id"] for r in rows}
     # Failed calls are counted too.
@@ -267,9 +246,9 @@ async def test_invalid_output_marks_the_buffer_failed_and_retry_recovers_it(pool
 
     assert await LLMTasksRepo.retry_failed(pool, "u", "s") == {"tasks": 1, "messages": 4}
     assert set((await statuses(pool, "u")).values()) == {"buffered"}
-    await drain(step)
+    await drain_llm(step)
     assert set((await statuses(pool, "u")).values()) == {"done"}
-    assert len(await entries(pool, "u")) == 5
+    assert len(await entries(pool, "u", by_kind=True)) == 5
     assert (await LLMTasksRepo.session_status(pool, "u", "s"))["failed"] == []
     assert await LLMTasksRepo.retry_failed(pool, "u", "nope") is None
 
@@ -286,14 +265,14 @@ async def test_a_crashed_workers_lease_runs_out_and_its_late_result_is_dropped(p
     assert set((await statuses(pool, "u")).values()) == {"done"}
     async with pool.acquire() as conn, conn.transaction():
         assert not await LLMTasksRepo.hold(conn, stale)  # the dead worker cannot commit
-    assert len(await entries(pool, "u")) == 5
+    assert len(await entries(pool, "u", by_kind=True)) == 5
 
 
 async def test_without_llm_queued_buffers_become_extractive_entries(pool):
     ids = await buffered_flush(pool, "u", "s")
     await LLMTasksRepo.enqueue_summary(pool, "u", "s")
     await construction(pool, Engines(), None).process()
-    rows = await entries(pool, "u")
+    rows = await entries(pool, "u", by_kind=True)
     assert {r["kind"] for r in rows} == {"message"}
     assert sorted(i for r in rows for i in r["source_message_ids"]) == ids
     assert set((await statuses(pool, "u")).values()) == {"done"}
@@ -314,7 +293,7 @@ async def test_session_summary_waits_for_extraction_and_is_stored(pool):
     await asyncio.sleep(0.2)
 
     backend = ScriptedBackend(default=Respond(reply_for))
-    await drain(construction(pool, Engines(), make_llm(backend)))
+    await drain_llm(construction(pool, Engines(), make_llm(backend)))
     assert len(backend.calls) == 2
     s = await pool.fetchrow("SELECT * FROM sessions WHERE user_id='u'")
     assert s["summary"].startswith("Catching up\nAnn and Bo talked about dogs and cellos.")
@@ -336,7 +315,7 @@ async def test_summary_of_a_session_without_notes_makes_no_call(pool):
     await pool.execute("UPDATE messages SET status='done'")
     await LLMTasksRepo.enqueue_summary(pool, "u", "s")
     backend = ScriptedBackend(default=Respond(reply_for))
-    await drain(construction(pool, Engines(), make_llm(backend)))
+    await drain_llm(construction(pool, Engines(), make_llm(backend)))
     assert backend.calls == [] and await pool.fetchval("SELECT count(*) FROM llm_tasks") == 0
 
 
@@ -354,12 +333,6 @@ async def fact_sources(pool, user: str) -> list[str]:
         "SELECT source_message_ids FROM memory_entries WHERE user_id=$1 AND kind='fact'", user
     )
     return sorted(i for r in rows for i in r["source_message_ids"])
-
-
-async def run_llm(step, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        if not (await step.process()).did_work:
-            return
 
 
 async def test_each_flushed_buffer_is_one_llm_call_and_the_session_end_brings_a_summary(pool):
@@ -383,7 +356,7 @@ async def test_each_flushed_buffer_is_one_llm_call_and_the_session_end_brings_a_
     assert sorted(i for r in queued for i in r["message_ids"]) == sorted(m for m, _, _ in convo)
 
     backend = ScriptedBackend(default=Respond(reply_for))
-    await run_llm(construction(pool, engines, make_llm(backend)))
+    await drain_llm(construction(pool, engines, make_llm(backend)), 50)
     assert len(backend.calls) == totals.flushes + more.flushes + 1  # one per flush + summary
     assert set((await statuses(pool, "u")).values()) == {"done"}
     assert await fact_sources(pool, "u") == sorted(m for m, _, _ in convo)
@@ -428,8 +401,8 @@ async def test_llm_outage_with_restarts_loses_nothing_and_duplicates_nothing(poo
 
     # Another restart, and the LLM is back.
     await asyncio.sleep(0.4)
-    await run_llm(
-        construction(pool, engines, make_llm(ScriptedBackend(default=Respond(reply_for))))
+    await drain_llm(
+        construction(pool, engines, make_llm(ScriptedBackend(default=Respond(reply_for)))), 50
     )
     assert set((await statuses(pool, "u")).values()) == {"done"}
     assert await fact_sources(pool, "u") == sorted(m for m, _, _ in convo + other)
@@ -494,7 +467,7 @@ async def test_a_switch_during_the_llm_call_runs_the_task_again_in_the_new_versi
     first = await step.process()
     assert first.postponed == 1 and first.extracted == 0
     await asyncio.sleep(0.2)
-    await drain(step)
+    await drain_llm(step)
     assert len(backend.calls) == 2
     assert {r["version"] for r in await pool.fetch("SELECT version FROM memory_entries")} == {2}
 

@@ -1,4 +1,5 @@
-"""Canonical messages: what the ingress stores and the worker reads back."""
+"""Canonical messages: what the ingress stores (`NewMessage`) and the pipeline reads back
+(`StoredMessage`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 ROLES = ("user", "assistant", "system", "tool")
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    message_id: str
+    role: str
+    name: str | None
+    content: str
+    ts: datetime
+    ts_provided: bool
+    metadata: dict
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Memory-entry drafts built from stored messages without an LLM.
+"""Memory entries built from stored messages without an LLM: drafts, then rows.
 
 Units (compared on LoCoMo by benchmarks/locomo_offline.py):
 - "message": one entry per message.
@@ -11,13 +11,14 @@ Units (compared on LoCoMo by benchmarks/locomo_offline.py):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from typing import Literal
 
-from serve_app.messages import StoredMessage
+from serve_app.model.entries import EntryContext, EntryRow
+from serve_app.model.messages import StoredMessage
 
 EntryUnit = Literal["message", "message_ctx", "window2", "window3"]
 ENTRY_UNITS: tuple[str, ...] = ("message", "message_ctx", "window2", "window3")
@@ -46,6 +47,11 @@ def message_line(m: StoredMessage) -> str:
     return f"{m.speaker}: {m.content.strip()}"
 
 
+def uses_previous(unit: str) -> bool:
+    """Whether entries of `unit` read the message before a batch (callers skip reading it)."""
+    return unit == "message_ctx"
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -57,7 +63,7 @@ def _single(
     text = prefix + message_line(m)
     index_text = text
     metadata: dict = {"unit": unit}
-    if unit == "message_ctx" and previous is not None:
+    if uses_previous(unit) and previous is not None:
         index_text = f"{text}\n(after {_clip(message_line(previous), CONTEXT_CHARS)})"
         metadata["context_message_ids"] = [previous.message_id]
     return EntryDraft(
@@ -117,3 +123,45 @@ def build_entries(
             entries.append(_single(m, prev, unit, with_date))
             prev = m
     return entries
+
+
+def extractive_rows(
+    groups: Sequence[Sequence[StoredMessage]],
+    previous: StoredMessage | None,
+    ctx: EntryContext,
+    *,
+    unit: str,
+    flush_index: int,
+    topics: Mapping[str, int],
+    fallback: bool = False,
+) -> list[EntryRow]:
+    """Extractive entries of one flushed buffer, from the ORIGINAL text (it keeps the facts).
+
+    `groups`: its messages in seq order, split where window units restart (the worker and
+    re-extraction pass one group per topic segment); `previous`: the message just before the
+    first one in the session, the context of message_ctx; `topics`: message id -> topic index;
+    `fallback`: the LLM's output for this buffer was unusable (recorded in the metadata).
+    """
+    rows: list[EntryRow] = []
+    for ms in groups:
+        for d in build_entries(ms, previous, unit=unit):  # type: ignore[arg-type]
+            topic = topics.get(d.source_message_ids[0])
+            metadata = {**d.metadata, "topic_index": topic, "flush_index": flush_index}
+            if fallback:
+                metadata["llm_fallback"] = "output unusable"
+            rows.append(
+                ctx.row(
+                    kind="message",
+                    key=d.source_message_ids,
+                    text=d.text,
+                    index_text=d.index_text,
+                    ts=d.ts,
+                    speaker=d.speaker,
+                    source_message_ids=d.source_message_ids,
+                    topic_index=topic,
+                    metadata=metadata,
+                )
+            )
+        if ms:
+            previous = ms[-1]
+    return rows

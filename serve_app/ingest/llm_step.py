@@ -22,25 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from serve_app.entries import build_entries
-from serve_app.fact_entries import extraction_entries, topic_id
+import asyncpg
+
+from serve_app.ingest.engines import Embed, Engines, Index
 from serve_app.llm.config import LLMSettings
-from serve_app.llm.extraction import SourceMessage, extract_memories
 from serve_app.llm.resilience import LLMOutputInvalid, LLMUnavailable, ResilientLLM
 from serve_app.llm.summaries import SessionNote, summarize_session
 from serve_app.metrics import PipelineTotals
+from serve_app.model.entries import EntryContext, EntryRow
+from serve_app.pipeline.extractive import extractive_rows, uses_previous
+from serve_app.pipeline.facts import extract_flush, extraction_entries
+from serve_app.storage.buffers_repo import BuffersRepo
 from serve_app.storage.llm_tasks_repo import LLMTask, LLMTasksRepo, SourceRow
-from serve_app.storage.postgres import EntryRow, Repository, active_version, entry_id
-from serve_app.storage.vectors import VectorPoint
-from serve_app.timeparse import weekday_name
+from serve_app.storage.locks import try_lock_user_shared
+from serve_app.storage.postgres import Repository, active_version
 
 logger = logging.getLogger("ray.serve")
-
-Embed = Callable[[list[str]], Awaitable[Sequence]]
-Index = Callable[[list[VectorPoint], int], Awaitable[None]]  # (points, memory version)
 
 MAX_RETRY_DELAY_S = 300.0
 
@@ -95,7 +94,10 @@ def lease_seconds(settings: LLMSettings) -> float:
     return max(1, len(settings.backends)) * per_backend + 60.0
 
 
-class LLMConstruction:
+class LLMStep:
+    """Queued LLM work, a few tasks at a time. No Ray in here: the engines come in as async
+    callables."""
+
     def __init__(
         self,
         repo: Repository,
@@ -109,8 +111,7 @@ class LLMConstruction:
         concurrency: int | None = None,
     ) -> None:
         self.repo = repo
-        self.embed = embed
-        self.index = index
+        self.engines = Engines(embed, index)
         self.embedding_model = embedding_model
         self.llm = llm
         self.llm_settings = llm_settings
@@ -208,21 +209,22 @@ class LLMConstruction:
     # --- extraction ------------------------------------------------------------------------
 
     async def _extract(self, task: LLMTask, out: LLMStepTotals):
+        # The only read of the task's text: the commit below builds its entries from these.
         sources = await LLMTasksRepo.source_messages(
             self.repo.pool, task.user_id, task.session_id, task.message_ids
         )
+        messages = [r.message for r in sources]
         topics = {m: s.topic_index for s in task.segments for m in s.message_ids}
         usage = None
         result = None
         if self.llm is not None and sources:
             seen_version, extraction = await active_version(self.repo.pool)
-            result = await extract_memories(
+            result = await extract_flush(
                 self.llm,
-                [SourceMessage.from_stored(r.message, text=r.compressed) for r in sources],
-                limits=self.llm_settings.limits(),
-                max_tokens=self.llm_settings.extraction_max_tokens,
-                temperature=self.llm_settings.temperature,
-                system_prompt=extraction.get("prompt"),
+                self.llm_settings,
+                messages,
+                {r.message.message_id: r.compressed for r in sources},
+                extraction.get("prompt"),
             )
             usage = result.usage
             if not result.value.report.clean:
@@ -230,33 +232,24 @@ class LLMConstruction:
         async with self.repo.pool.acquire() as conn, conn.transaction():
             await self._hold(conn, task)
             version, extraction = await self.repo.lock_active_version(conn)
+            ctx = EntryContext(task.user_id, task.session_id, version, self.embedding_model)
             if result is None:
                 unit = extraction.get("entry_unit") or self.entry_unit
-                rows = await self._extractive_rows(conn, task, sources, topics, version, unit)
+                rows = await self._extractive_rows(conn, task, sources, topics, ctx, unit)
             else:
                 if version != seen_version:
                     raise _VersionChanged(usage)
                 rows = extraction_entries(
                     result.value,
-                    user_id=task.user_id,
-                    session_id=task.session_id,
+                    ctx,
                     flush_index=task.flush_index,
-                    messages=[r.message for r in sources],
+                    messages=messages,
                     topics=topics,
-                    embedding_model=self.embedding_model,
                     backend=result.reply.backend,
                     model=result.reply.model,
-                    version=version,
                 )
-            if rows:
-                vectors = await self.embed([r.index_text for r in rows])
-                await self.index(
-                    [VectorPoint.for_entry(r, v) for r, v in zip(rows, vectors, strict=True)],
-                    version,
-                )
-                await self.repo.insert_entries(conn, rows)
-                await self.repo.bump_index_revision(conn, [task.user_id])
-            done = await LLMTasksRepo.mark_done(
+            await self.engines.write_entries(conn, rows, version)
+            done = await BuffersRepo.mark_done(
                 conn, task.user_id, task.session_id, task.message_ids, version
             )
             if usage is not None:
@@ -267,56 +260,40 @@ class LLMConstruction:
         out.done += done
         return usage
 
-    async def _hold(self, conn, task: LLMTask) -> None:
+    @staticmethod
+    async def _hold(conn: asyncpg.Connection, task: LLMTask) -> None:
         if not await LLMTasksRepo.hold(conn, task):
             raise _Lost()
-        got = await conn.fetchval(
-            "SELECT pg_try_advisory_xact_lock_shared(hashtextextended($1, 7))", task.user_id
-        )
-        if not got:
+        if not await try_lock_user_shared(conn, task.user_id):
             raise _UserBusy()
 
     async def _extractive_rows(
         self,
-        conn,
+        conn: asyncpg.Connection,
         task: LLMTask,
         sources: list[SourceRow],
         topics: dict[str, int],
-        version: int,
+        ctx: EntryContext,
         unit: str,
     ) -> list[EntryRow]:
+        """Without an LLM (backends removed while the task waited): extractive entries."""
         messages = [r.message for r in sources]
         if not messages:
             return []
-        previous = await self.repo.previous_messages(
-            conn, [(task.user_id, task.session_id, messages[0].seq)]
-        )
-        drafts = build_entries(messages, previous.get((task.user_id, task.session_id)), unit=unit)
-        rows = []
-        for d in drafts:
-            topic = topics.get(d.source_message_ids[0])
-            rows.append(
-                EntryRow(
-                    id=entry_id(
-                        task.user_id, task.session_id, "message", d.source_message_ids, version
-                    ),
-                    user_id=task.user_id,
-                    session_id=task.session_id,
-                    kind="message",
-                    text=d.text,
-                    index_text=d.index_text,
-                    ts=d.ts,
-                    weekday=weekday_name(d.ts),
-                    speaker=d.speaker,
-                    source_message_ids=d.source_message_ids,
-                    topic_id=topic_id(task.session_id, topic) if topic is not None else None,
-                    metadata={**d.metadata, "topic_index": topic, "flush_index": task.flush_index},
-                    importance=None,
-                    embedding_model=self.embedding_model,
-                    version=version,
-                )
+        prev = None
+        if uses_previous(unit):
+            previous = await self.repo.previous_messages(
+                conn, [(task.user_id, task.session_id, messages[0].seq)]
             )
-        return rows
+            prev = previous.get((task.user_id, task.session_id))
+        return extractive_rows(
+            [messages],
+            prev,
+            ctx,
+            unit=unit,
+            flush_index=task.flush_index,
+            topics=topics,
+        )
 
     # --- session summary -------------------------------------------------------------------
 

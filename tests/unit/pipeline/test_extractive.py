@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from serve_app.entries import ENTRY_UNITS, build_entries
-from serve_app.messages import StoredMessage
+from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.extractive import ENTRY_UNITS, build_entries
 
 TS = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 

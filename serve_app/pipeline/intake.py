@@ -1,0 +1,128 @@
+"""Intake and the topic cut, shared by the ingest worker and re-extraction.
+
+- `intake`: stored messages -> buffered messages (compressed when a compressor is given, the
+  original kept beside), with the token counts the session counters add up;
+- `Cutter`: the `cut` callable of `SessionBuffers` (pipeline/buffers.py): the embedder's vectors,
+  and the compressor's attention when on, through `segment_boundaries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.buffers import BufferedMessage
+from serve_app.pipeline.compression import Compressed
+from serve_app.pipeline.segmentation import SegmentationConfig, segment_boundaries
+from serve_app.pipeline.tokens import count_tokens
+
+Embed = Callable[[list[str]], Awaitable[Sequence]]
+Compress = Callable[[list[str]], Awaitable[list[Compressed]]]
+Attend = Callable[[list[list[str]]], Awaitable[list[list[float]]]]
+
+# Segmentation embeds a carried-over tail again at the next cut: remember recent vectors.
+SEGMENT_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Intook:
+    """One message as the buffers take it, and what intake learned about it."""
+
+    buffered: BufferedMessage
+    compressed: str | None  # the compressor's text; None when compression is off
+    raw_tokens: int  # tokens of the original text
+
+
+async def intake(messages: Sequence[StoredMessage], compress: Compress | None) -> list[Intook]:
+    """Buffered messages in the order given (one compressor call for all of them)."""
+    results: list[Compressed | None] = [None] * len(messages)
+    if compress is not None and messages:
+        results = list(await compress([m.content for m in messages]))
+    out = []
+    for m, c in zip(messages, results, strict=True):
+        raw = c.tokens_in if c is not None else count_tokens(m.content)
+        text = c.compressed if c is not None else m.content
+        buffered = BufferedMessage(
+            message_id=m.message_id,
+            seq=m.seq,
+            text=text,
+            tokens=c.tokens_out if c is not None else raw,
+            role=m.role,
+            name=m.name,
+            ts=m.ts.isoformat(),
+            original=m.content if text != m.content else None,
+        )
+        out.append(Intook(buffered, c.compressed if c is not None else None, raw))
+    return out
+
+
+def stored_message(user_id: str, session_id: str, m: BufferedMessage) -> StoredMessage:
+    """The stored message a buffered one was made from (the buffers keep every field entries
+    read), so a flush needs no second read of its messages."""
+    return StoredMessage(
+        user_id=user_id,
+        session_id=session_id,
+        message_id=m.message_id,
+        seq=m.seq,
+        role=m.role,
+        name=m.name,
+        content=m.original if m.original is not None else m.text,
+        ts=datetime.fromisoformat(m.ts),
+    )
+
+
+class VectorCache:
+    """Text -> embedding, least recently used out (hand-written: no async LRU in our deps)."""
+
+    def __init__(self, size: int = SEGMENT_CACHE_SIZE) -> None:
+        self.size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    async def embed(self, texts: list[str], embed: Embed) -> np.ndarray:
+        # Take what is cached before awaiting: concurrent sessions fill the cache meanwhile
+        # and may evict the very vectors this call relies on.
+        found = {t: self._data[t] for t in texts if t in self._data}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            for text, vector in zip(missing, await embed(missing), strict=True):
+                found[text] = self._data[text] = np.asarray(vector, dtype=np.float32)
+        for t in found:
+            if t in self._data:
+                self._data.move_to_end(t)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+        return np.stack([found[t] for t in texts])
+
+
+class Cutter:
+    """Topic boundaries of a sensory window; safe to share between concurrent sessions."""
+
+    def __init__(
+        self,
+        embed: Embed,
+        segmentation: SegmentationConfig,
+        attend: Attend | None = None,
+        cache_size: int = SEGMENT_CACHE_SIZE,
+    ) -> None:
+        self.embed = embed
+        self.attend = attend
+        self.segmentation = segmentation
+        self.vectors = VectorCache(cache_size)
+
+    async def __call__(self, window: Sequence[BufferedMessage]) -> list[int]:
+        if len(window) < 2:
+            return []
+        texts = [m.text for m in window]
+        if self.attend is None:
+            vectors = await self.vectors.embed(texts, self.embed)
+            return segment_boundaries(vectors, None, self.segmentation)
+        vectors, attention = await asyncio.gather(
+            self.vectors.embed(texts, self.embed), self.attend([texts])
+        )
+        return segment_boundaries(vectors, attention[0], self.segmentation)

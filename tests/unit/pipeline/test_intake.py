@@ -1,0 +1,77 @@
+"""Intake and the topic cut shared by the worker and re-extraction."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import numpy as np
+
+from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.compression import Compressed
+from serve_app.pipeline.intake import VectorCache, intake, stored_message
+from serve_app.pipeline.tokens import count_tokens
+from tests.unit.ingest.doubles import bag_of_words
+
+
+def test_vector_cache_survives_eviction_by_a_concurrent_call():
+    """Regression: a text found cached before an await was evicted by a concurrent call that
+    filled the cache meanwhile (KeyError seen at 10k messages, 4 sessions in parallel)."""
+    cache = VectorCache(size=4)
+    calls: list[list[str]] = []
+
+    async def embed(texts: list[str]):
+        calls.append(list(texts))
+        await asyncio.sleep(0.01 if "slow" in texts[0] else 0)
+        return [bag_of_words(t) for t in texts]
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        await cache.embed(["a"], embed)
+        return await asyncio.gather(
+            cache.embed(["a", "slow"], embed),  # "a" cached, "slow" awaited
+            cache.embed([f"t{i}" for i in range(8)], embed),  # evicts "a" meanwhile
+        )
+
+    first, second = asyncio.run(run())
+    assert np.allclose(first[0], bag_of_words("a")) and np.allclose(first[1], bag_of_words("slow"))
+    assert second.shape[0] == 8
+    assert ["a"] not in calls[1:]  # the cached vector was used, not embedded again
+    assert len(cache._data) <= 4
+
+
+def _messages() -> list[StoredMessage]:
+    ts = datetime(2023, 5, 20, 10, 0, 0, 123456, tzinfo=UTC)
+    return [
+        StoredMessage("u", "s", "m0", 0, "user", "Ann", "I adopted a puppy named Max.", ts),
+        StoredMessage("u", "s", "m1", 1, "assistant", None, "Congratulations!", ts),
+    ]
+
+
+async def _halve(texts: list[str]) -> list[Compressed]:
+    out = []
+    for t in texts:
+        short = " ".join(t.split()[::2])
+        out.append(Compressed(t, short, count_tokens(t), count_tokens(short)))
+    return out
+
+
+async def test_intake_without_compression_counts_the_original():
+    intook = await intake(_messages(), None)
+    assert [i.buffered.text for i in intook] == [m.content for m in _messages()]
+    assert all(i.compressed is None and i.buffered.original is None for i in intook)
+    assert [i.raw_tokens for i in intook] == [i.buffered.tokens for i in intook]
+
+
+async def test_intake_with_compression_keeps_the_original_beside():
+    [puppy, _] = await intake(_messages(), _halve)
+    assert puppy.buffered.text == puppy.compressed == "I a named"
+    assert puppy.buffered.original == "I adopted a puppy named Max."
+    assert puppy.raw_tokens > puppy.buffered.tokens
+
+
+async def test_a_buffered_message_gives_back_the_stored_one_entries_read():
+    """Flushed entries are built from the buffers, without reading the messages again."""
+    for compress in (None, _halve):
+        intook = await intake(_messages(), compress)
+        back = [stored_message("u", "s", i.buffered) for i in intook]
+        assert back == _messages()
