@@ -221,22 +221,14 @@ class IngestWorkerDeployment:
             raise RuntimeError("ingest loop stopped")
 
 
-def build_worker(
-    group: GroupResources,
-    settings_env: dict,
-    embedder,
-    memory_index,
-    compressor=None,
-    compression: dict | None = None,
-    profile: str = "local",
-    llm=None,
-):
-    """Bind the IngestWorker group; `compressor` is the Compressor handle, None when off;
-    `llm` the bound LLM deployment when the profile hosts vLLM, else None."""
+def build_worker(group: GroupResources, *args, **kwargs):
+    """Bind the IngestWorker group with IngestWorkerDeployment's arguments: `compressor` is the
+    Compressor handle, None when off; `llm` the bound LLM deployment when the profile hosts
+    vLLM, else None."""
     from ray import serve
 
     return (
         serve.deployment(IngestWorkerDeployment)
         .options(name="IngestWorker", **group.deployment_options())
-        .bind(settings_env, embedder, memory_index, compressor, compression, profile, llm)
+        .bind(*args, **kwargs)
     )

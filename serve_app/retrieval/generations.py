@@ -21,7 +21,8 @@ import asyncpg
 
 from serve_app.retrieval.hybrid import Embed, SearchTarget
 from serve_app.storage import generations_repo, memory_versions_repo
-from serve_app.storage.vectors import VectorPoint, VectorStore
+from serve_app.storage.vector_stores import VectorStore
+from serve_app.storage.vectors import VectorPoint
 
 logger = logging.getLogger("ray.serve")
 

@@ -24,7 +24,8 @@ from serve_app.retrieval.rerank import (
 )
 from serve_app.settings import Settings
 from serve_app.storage.postgres import Repository
-from serve_app.storage.vectors import VectorFilters, VectorStore
+from serve_app.storage.vector_stores import VectorStore
+from serve_app.storage.vectors import VectorFilters
 
 Embed = Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]]
 

@@ -1,5 +1,5 @@
-"""The memory index: the only owner of the vector store (Qdrant). Hybrid search, memory edits and
-erasure in both stores (PostgreSQL and Qdrant, together), vector writes for the ingest worker
+"""The memory index: the only owner of the vector store. Hybrid search, memory edits and
+erasure in both stores (PostgreSQL and vectors, together), vector writes for the ingest worker
 and the offline jobs, and the index generations that decide what is searched.
 """
 
@@ -14,26 +14,10 @@ from serve_app.retrieval.generations import IndexGenerations, LocalModel
 from serve_app.retrieval.hybrid import Embed, HybridRetriever, SearchTarget
 from serve_app.settings import Settings
 from serve_app.storage import generations_repo
-from serve_app.storage.edge_vectors import EdgeVectorStore
 from serve_app.storage.links_repo import linked_memories
 from serve_app.storage.postgres import Repository, create_pool
-from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint, VectorStore
-
-
-def open_vector_store(settings: Settings, dim: int) -> VectorStore:
-    """A Qdrant server when one is configured, else the embedded store of the settings."""
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    if settings.qdrant_url is None and settings.vector_store == "edge":
-        return EdgeVectorStore.open(
-            path=str(settings.edge_path), base=settings.qdrant_collection, dim=dim
-        )
-    return QdrantVectorStore.open(
-        url=settings.qdrant_url,
-        api_key=api_key,
-        path=str(settings.qdrant_path),
-        base=settings.qdrant_collection,
-        dim=dim,
-    )
+from serve_app.storage.vector_stores import VectorStore, embedded_kind, open_vector_store
+from serve_app.storage.vectors import VectorFilters, VectorPoint
 
 
 class MemoryIndex:
@@ -133,7 +117,7 @@ class MemoryIndex:
         await self.vectors.check()
         active = self.generations.active()
         return {
-            "qdrant": "server" if self.settings.qdrant_url else _embedded_kind(self.vectors),
+            "qdrant": "server" if self.settings.qdrant_url else embedded_kind(self.vectors),
             "layout": self.vectors.layout,
             "bm25_backend": self.settings.bm25_backend,
             "fusion": self.settings.fusion_method,
@@ -220,7 +204,3 @@ class MemoryIndex:
     async def close(self) -> None:
         await self.vectors.close()
         await self.pool.close()
-
-
-def _embedded_kind(store: VectorStore) -> str:
-    return "edge" if isinstance(store, EdgeVectorStore) else "local"

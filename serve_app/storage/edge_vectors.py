@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from serve_app.storage.vectors import VectorFilters, VectorPoint
+from serve_app.storage.vectors import VectorFilters, VectorPoint, payload
 
 _META = "memserve-vectors.json"  # the dimension, checked before a shard is opened
 _FIELDS = (
@@ -90,24 +90,11 @@ class EdgeVectorStore:
         qe = self._qe
         must = [qe.FieldCondition(key="user_id", match=qe.MatchValue(user_id))]
         if filters is not None:
-            if filters.session_id:
-                must.append(
-                    qe.FieldCondition(key="session_id", match=qe.MatchValue(filters.session_id))
-                )
-            if filters.speaker:
-                must.append(
-                    qe.FieldCondition(key="speaker", match=qe.MatchValue(filters.speaker.lower()))
-                )
-            if filters.time_from or filters.time_to:
-                must.append(
-                    qe.FieldCondition(
-                        key="ts",
-                        range=qe.RangeFloat(
-                            gte=filters.time_from.timestamp() if filters.time_from else None,
-                            lte=filters.time_to.timestamp() if filters.time_to else None,
-                        ),
-                    )
-                )
+            exact, (lo, hi) = filters.payload_conditions()
+            for key, value in exact.items():
+                must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+            if lo is not None or hi is not None:
+                must.append(qe.FieldCondition(key="ts", range=qe.RangeFloat(gte=lo, lte=hi)))
         return qe.Filter(must=must)
 
     def _run(self, fn, *args):
@@ -125,19 +112,7 @@ class EdgeVectorStore:
         if not points:
             return
         qe = self._qe
-        structs = [
-            qe.Point(
-                p.id,
-                list(map(float, p.vector)),
-                {
-                    "user_id": p.user_id,
-                    "session_id": p.session_id,
-                    "ts": p.ts.timestamp(),
-                    "speaker": (p.speaker or "").lower(),
-                },
-            )
-            for p in points
-        ]
+        structs = [qe.Point(p.id, list(map(float, p.vector)), payload(p)) for p in points]
 
         def write():
             shard = self._open_shard(True)

@@ -16,7 +16,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from qdrant_client import AsyncQdrantClient, models
 
@@ -46,33 +45,28 @@ class VectorFilters:
     def is_empty(self) -> bool:
         return not (self.session_id or self.time_from or self.time_to or self.speaker)
 
+    def payload_conditions(self) -> tuple[dict[str, str], tuple[float | None, float | None]]:
+        """What every store matches in the payload: exact keyword fields, and the `ts` range
+        (None: open end). Speakers are stored lower-cased."""
+        exact = {}
+        if self.session_id:
+            exact["session_id"] = self.session_id
+        if self.speaker:
+            exact["speaker"] = self.speaker.lower()
+        return exact, (
+            self.time_from.timestamp() if self.time_from else None,
+            self.time_to.timestamp() if self.time_to else None,
+        )
 
-class VectorStore(Protocol):
-    """What the memory index needs of a vector store; QdrantVectorStore (server or local mode)
-    and EdgeVectorStore (serve_app/storage/edge_vectors.py) answer it identically."""
 
-    layout: str
-    base: str
-    dim: int
-
-    async def check(self) -> None: ...
-    async def upsert(self, points: Sequence[VectorPoint]) -> None: ...
-    async def search(
-        self,
-        user_id: str,
-        vector: Sequence[float],
-        limit: int,
-        filters: VectorFilters | None = None,
-    ) -> list[tuple[str, float]]: ...
-    async def delete(self, user_id: str, ids: Sequence[str]) -> None: ...
-    async def delete_user(self, user_id: str) -> None: ...
-    async def count(self, user_id: str) -> int: ...
-    def with_base(self, base: str, dim: int) -> VectorStore: ...
-    async def retrieve_vectors(
-        self, user_id: str, ids: Sequence[str]
-    ) -> dict[str, list[float]]: ...
-    async def drop_all(self) -> int: ...
-    async def close(self) -> None: ...
+def payload(p: VectorPoint) -> dict:
+    """A point's payload, the same in every store."""
+    return {
+        "user_id": p.user_id,
+        "session_id": p.session_id,
+        "ts": p.ts.timestamp(),
+        "speaker": (p.speaker or "").lower(),
+    }
 
 
 class QdrantVectorStore:
@@ -143,14 +137,8 @@ class QdrantVectorStore:
     async def upsert(self, points: Sequence[VectorPoint]) -> None:
         by_collection: dict[str, list[models.PointStruct]] = {}
         for p in points:
-            payload = {
-                "user_id": p.user_id,
-                "session_id": p.session_id,
-                "ts": p.ts.timestamp(),
-                "speaker": (p.speaker or "").lower(),
-            }
             by_collection.setdefault(self._collection(p.user_id), []).append(
-                models.PointStruct(id=p.id, vector=list(map(float, p.vector)), payload=payload)
+                models.PointStruct(id=p.id, vector=list(map(float, p.vector)), payload=payload(p))
             )
         for name, structs in by_collection.items():
             await self._ensure(name)
@@ -163,28 +151,11 @@ class QdrantVectorStore:
                 models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))
             )
         if filters is not None:
-            if filters.session_id:
-                must.append(
-                    models.FieldCondition(
-                        key="session_id", match=models.MatchValue(value=filters.session_id)
-                    )
-                )
-            if filters.speaker:
-                must.append(
-                    models.FieldCondition(
-                        key="speaker", match=models.MatchValue(value=filters.speaker.lower())
-                    )
-                )
-            if filters.time_from or filters.time_to:
-                must.append(
-                    models.FieldCondition(
-                        key="ts",
-                        range=models.Range(
-                            gte=filters.time_from.timestamp() if filters.time_from else None,
-                            lte=filters.time_to.timestamp() if filters.time_to else None,
-                        ),
-                    )
-                )
+            exact, (lo, hi) = filters.payload_conditions()
+            for key, value in exact.items():
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+            if lo is not None or hi is not None:
+                must.append(models.FieldCondition(key="ts", range=models.Range(gte=lo, lte=hi)))
         return models.Filter(must=must) if must else None
 
     async def search(

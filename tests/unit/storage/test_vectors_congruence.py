@@ -13,7 +13,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from serve_app.storage.edge_vectors import EdgeVectorStore
-from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint, VectorStore
+from serve_app.storage.vector_stores import VectorStore
+from serve_app.storage.vectors import QdrantVectorStore, VectorFilters, VectorPoint
 
 DIM = 16
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
