@@ -368,7 +368,7 @@ def load_minilm(torch_threads: int = 2):
     """The service's embedder class, in this process (same model, same encode call)."""
     import torch
 
-    from serve_app.embedding import Embedder
+    from serve_app.encoding.torch_encoder import Embedder
     from serve_app.settings import DEFAULT_EMBEDDING_MODEL
 
     torch.set_num_threads(torch_threads)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from ray import serve
 
-from serve_app.embedding import Embedder
+from serve_app.encoding.torch_encoder import Embedder
 from serve_app.profiles import BatchedGroup
 
 logger = logging.getLogger("ray.serve")

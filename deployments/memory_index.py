@@ -11,9 +11,9 @@ import contextlib
 
 from ray import serve
 
-from serve_app.embedding import Embedder
 from serve_app.encoding import load_encoder
 from serve_app.encoding.batcher import BatchingEncoder
+from serve_app.encoding.torch_encoder import Embedder
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
 from serve_app.settings import Settings

@@ -21,11 +21,11 @@ class Encoder(Protocol):
 def load_encoder(model: str, backend: str, threads: int, cache_dir: Path) -> Encoder:
     """The model for in-process encoding: ONNX Runtime (`backend="onnx"`) falls back to torch
     for a model it cannot reproduce, and says so in the log."""
-    from serve_app.embedding import Embedder
+    from serve_app.encoding.torch_encoder import Embedder
     from serve_app.settings import resolve_embedding_model
 
     if backend == "onnx":
-        from serve_app.encoding.onnx import OnnxSentenceEncoder, UnsupportedModel
+        from serve_app.encoding.onnx_encoder import OnnxSentenceEncoder, UnsupportedModel
 
         try:
             return OnnxSentenceEncoder(resolve_embedding_model(model), cache_dir, threads)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from serve_app.encoding.onnx import OnnxSentenceEncoder, UnsupportedModel
+from serve_app.encoding.onnx_encoder import OnnxSentenceEncoder, UnsupportedModel
 from serve_app.settings import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
 
 TEXTS = [
