@@ -51,7 +51,7 @@ def extraction_usage(flushes: Sequence[ShortTermFlush]) -> dict[str, int]:
     return asyncio.run(_account(flushes))
 
 
-# --- the whole worker path (issue 4): intake, queued extraction, session summaries -----------
+# --- the whole worker path: intake, queued extraction, session summaries -----------
 #
 #   HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.llm_economy --data ../shared/data/locomo-dev \
 #       [--out benchmarks/results/llm_economy.json]

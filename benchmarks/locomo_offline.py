@@ -88,7 +88,7 @@ class Variant:
 
 
 def raw_entries(conv: LocomoConversation) -> list[EntryDraft]:
-    """The issue's baseline: one document per turn, its text only (caption included)."""
+    """The raw-turn baseline: one document per turn, its text only (caption included)."""
     return [
         EntryDraft(s.session_id, t.content, t.content, s.ts, t.speaker, [t.message_id])
         for s in conv.sessions
@@ -179,7 +179,7 @@ def summarise(per_cat: dict[int, list[list[float]]]) -> dict[str, Any]:
     }
 
 
-# The issue's baseline: one document per turn, "[date] speaker: text", rank-bm25 with plain
+# The raw-turn baseline: one document per turn, "[date] speaker: text", rank-bm25 with plain
 # lowercase words and stopwords (no stemming), MiniLM, RRF k=60.
 _RAW: dict[str, Any] = {
     "unit": "message",
