@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import random
 import shutil
@@ -49,6 +48,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.synthetic import chunks, questions, session_messages
+from serve_app.settings import Settings
 
 STRATEGIES = ("embedding", "bm25", "hybrid")
 LIMIT = 10
@@ -87,7 +87,7 @@ class Scenario:
     users: list[str]
     memories_per_user: int
     http: list[dict] = field(default_factory=list)
-    qdrant_copy: Path | None = None
+    vectors_copy: Path | None = None
     docs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # user -> (id, text)
 
 
@@ -148,11 +148,11 @@ async def read_docs(dsn: str, users: Sequence[str]) -> dict[str, list[tuple[str,
         await pool.close()
 
 
-def snapshot_qdrant(data_dir: Path) -> Path:
-    """Copy the service's Qdrant local storage (it holds a file lock while the service runs;
-    nothing writes to it between requests once ingestion is done)."""
-    dst = Path(tempfile.mkdtemp(prefix="memserve-bench-qdrant-")) / "qdrant"
-    shutil.copytree(data_dir / "qdrant", dst, ignore=shutil.ignore_patterns(".lock"))
+def snapshot_vectors(data_dir: Path) -> Path:
+    """Copy the service's embedded vector store (its shards are open in the MemoryIndex
+    replica; nothing writes to them between requests once ingestion is done)."""
+    dst = Path(tempfile.mkdtemp(prefix="memserve-bench-vectors-")) / "vectors"
+    shutil.copytree(Settings(data_dir=data_dir).edge_path, dst)
     return dst
 
 
@@ -181,32 +181,17 @@ def http_runs(url: str, scenario: Scenario, cfg: dict, qs: list[str]) -> list[di
     return rows
 
 
-async def _collection_base(client, user_id: str) -> str:
-    """The base name the service used for this user's collection (it may carry an index
-    generation suffix), found by the per-user suffix of serve_app.storage.vectors."""
-    suffix = "__u" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
-    names = [c.name for c in (await client.get_collections()).collections]
-    found = [n for n in names if n.endswith(suffix)]
-    if len(found) != 1:
-        raise RuntimeError(f"expected one collection for {user_id}, found {found}")
-    return found[0].removesuffix(suffix)
-
-
 async def baseline(scenario: Scenario, embedder, qs: list[str], n: int) -> list[dict]:
     """The same search work in this process, one query at a time."""
-    from qdrant_client import AsyncQdrantClient
-
     from serve_app.retrieval.bm25 import BM25Index
     from serve_app.retrieval.fusion import fuse
-    from serve_app.settings import Settings
-    from serve_app.storage.vectors import QdrantVectorStore
+    from serve_app.storage.edge_vectors import EdgeVectorStore
 
     s = Settings()
     depth = max(LIMIT, s.retrieval_candidates)
-    client = AsyncQdrantClient(path=str(scenario.qdrant_copy))
-    store = QdrantVectorStore(
-        client, await _collection_base(client, scenario.users[0]), embedder.dim, "per_user"
-    )
+    # The service's one shard (generation 0: no index generation was built).
+    [base] = [p.name for p in scenario.vectors_copy.iterdir() if p.is_dir()]
+    store = EdgeVectorStore(scenario.vectors_copy, base, embedder.dim)
     indexes = {}
     for user, docs in scenario.docs.items():
         idx = BM25Index(s.bm25_backend)
@@ -250,7 +235,7 @@ async def baseline(scenario: Scenario, embedder, qs: list[str], n: int) -> list[
             )
             print(json.dumps({"baseline": True, **rows[-1]}), flush=True)
     finally:
-        await client.close()
+        await store.close()
     return rows
 
 
@@ -352,8 +337,8 @@ def main(argv: Sequence[str] | None = None, service: RunningService | None = Non
              "memories_indexed": memories}
         )  # fmt: skip
         sc.http = http_runs(svc.url, sc, cfg, qs)
-        sc.qdrant_copy = snapshot_qdrant(svc.data_dir)
-        snapshots.append(sc.qdrant_copy.parent)
+        sc.vectors_copy = snapshot_vectors(svc.data_dir)
+        snapshots.append(sc.vectors_copy.parent)
         scenarios.append(sc)
 
     try:

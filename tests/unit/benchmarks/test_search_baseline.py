@@ -1,15 +1,15 @@
-"""The in-process search baseline finds the service's per-user collections and runs every
-strategy over them (here on a Qdrant local store written the way MemoryIndex writes it)."""
+"""The in-process search baseline finds the service's vector shard and runs every strategy over
+it (here on a Qdrant Edge store written the way MemoryIndex writes it)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import numpy as np
-from qdrant_client import AsyncQdrantClient
 
 from benchmarks.search_latency import STRATEGIES, Scenario, baseline
-from serve_app.storage.vectors import QdrantVectorStore, VectorPoint
+from serve_app.storage.edge_vectors import EdgeVectorStore
+from serve_app.storage.vectors import VectorPoint
 
 DIM = 8
 
@@ -28,7 +28,7 @@ class _Vectors:
 
 
 async def _write_store(path, base: str, users: list[str], n: int) -> dict[str, list]:
-    store = QdrantVectorStore(AsyncQdrantClient(path=str(path)), base, DIM, "per_user")
+    store = EdgeVectorStore(path, base, DIM)
     vecs = _Vectors()
     docs: dict[str, list] = {}
     for u in users:
@@ -48,8 +48,8 @@ async def _write_store(path, base: str, users: list[str], n: int) -> dict[str, l
 async def test_baseline_runs_every_strategy_on_the_service_layout(tmp_path):
     users = ["bench-u1", "bench-u2"]
     # An index generation suffix on the base, as MemoryIndex may use.
-    docs = await _write_store(tmp_path / "qdrant", "memserve_g1", users, 30)
-    sc = Scenario("2 users x 30", users, 30, qdrant_copy=tmp_path / "qdrant", docs=docs)
+    docs = await _write_store(tmp_path / "vectors", "memserve_g1", users, 30)
+    sc = Scenario("2 users x 30", users, 30, vectors_copy=tmp_path / "vectors", docs=docs)
     rows = await baseline(sc, _Vectors(), ["where did they go hiking?"], 6)
     assert [r["strategy"] for r in rows] == list(STRATEGIES)
     for r in rows:
