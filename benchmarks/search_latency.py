@@ -5,14 +5,14 @@ holding 1k each. For each scenario, strategy (embedding, bm25, hybrid) and numbe
 clients (1, 8, 32): p50/p95/p99 latency and requests/s of POST /v1/search (limit 10), closed loop.
 
 The baseline runs after the HTTP runs, in this process (the service stopped, or idle when
-run_all shares it), on the same data: the query embedded with the same MiniLM (batch of one),
-top-50 vector search with qdrant-client local mode on a copy of the service's own Qdrant
-storage, BM25 (serve_app.retrieval.bm25.BM25Index, same backend, same documents) over the
-entries read from PostgreSQL, and the same fusion. What serving adds is the difference: HTTP,
-the ingress, Ray handle calls, embedder batching, and hydrating the results from PostgreSQL.
+run_all shares it), on the same data: the query embedded with MiniLM (torch, batch of one),
+vector search on a copy of the service's own Qdrant Edge shard, BM25
+(serve_app.retrieval.bm25.BM25Index, same backend, same documents) over the entries read from
+PostgreSQL, and the same fusion (without the rerank signals). What serving adds is the
+difference: HTTP, the ingress, one Ray handle call, and hydrating the results from PostgreSQL.
 
     python -m benchmarks.search_latency          # quick: 500, 5 users x 100
-    python -m benchmarks.search_latency --sizes 10000 --users 0,0   # the p95 target cell
+    python -m benchmarks.search_latency --sizes 10000 --users 0,0   # one user, 10k memories
     python -m benchmarks.search_latency --full   # 1k, 10k, 50k, 100 users x 1k
 """
 
