@@ -9,7 +9,8 @@
 3. memserve (configs/local.yaml, embedded PostgreSQL and vector store): ingestion of
    LoCoMo-shaped synthetic sessions through HTTP at 1 and 16 concurrent sessions, then a fill of
    one user with --fill short messages in requests of 1000; then hybrid, bm25 and embedding
-   search of that user at 1, 8 and 32 clients, every query text distinct (no query-cache hits).
+   search of that user at 1, 8 and 32 clients, with the query cache off (the synthetic
+   questions repeat; every query is encoded).
 
     python -m benchmarks.fast_path                  # 10,000 memories, 300 requests per cell
     python -m benchmarks.fast_path --fill 1000 --requests 100 --ingest-messages 128   # quick
@@ -109,16 +110,6 @@ def floor(kind: str, clients: Sequence[int], requests: int) -> list[dict]:
     return rows
 
 
-def distinct_questions(n: int) -> list[str]:
-    """`n` different questions (a repeated query would be served from the query cache)."""
-    out: dict[str, None] = {}
-    seed = 0
-    while len(out) < n:
-        out.update(dict.fromkeys(questions(4 * n, seed)))
-        seed += 1
-    return list(out)[:n]
-
-
 def fill_texts(user: str, n: int) -> list[str]:
     """The texts the worker embeds for `fill(url, user, 0, n)` (same sessions, same seeds)."""
     sessions = {}
@@ -131,7 +122,7 @@ def fill_texts(user: str, n: int) -> list[str]:
 def search_runs(url: str, user: str, clients: Sequence[int], requests: int) -> list[dict]:
     rows = []
     per_cell = requests + max(clients) * 2 + 4
-    qs = distinct_questions(per_cell * len(clients) * len(STRATEGIES))
+    qs = questions(per_cell * len(clients) * len(STRATEGIES))
     used = 0
     for strategy in STRATEGIES:
         for n in clients:
@@ -253,7 +244,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(json.dumps({"encode_batch32": result["encode_batch32"]}), flush=True)
 
     result["ingestion"] = []
-    with running_service(pg_admin_dsn=args.pg_admin_dsn) as svc:
+    with running_service(
+        pg_admin_dsn=args.pg_admin_dsn, env={"MEMSERVE_QUERY_CACHE_SIZE": "0"}
+    ) as svc:
         for lv in levels:
             row = {"kind": f"sessions_{lv}", **asyncio.run(run_level(svc.url, sessions[lv], 32))}
             print(json.dumps(row), flush=True)
