@@ -6,12 +6,16 @@ One batch is one PostgreSQL transaction:
 2. read each session's pending messages in seq order (the only read of their text: the buffers
    keep every field entries need) and its saved buffer state;
 3. intake (pipeline/intake.py): compress the new messages through the Compressor group when on
-   (original kept beside);
+   (original kept beside); with `cut_on_entry_text`, and neither compression nor LLM, each
+   message carries the index text of its extractive entry (the active version's entry unit,
+   read without a lock: the vectors are keyed by text, so a unit changed meanwhile only
+   costs embedding the entries again);
 4. feed the buffers; the sensory buffer is cut into topics with the embedder (and the
    compressor's attention when on); full short-term buffers flush, and so does everything
    when a flush was requested;
 5. without an LLM: extractive entries of every flushed buffer (pipeline/extractive.py), from
-   the ORIGINAL text (it keeps the facts), embedded once, indexed, written - into the active
+   the ORIGINAL text (it keeps the facts), indexed under vectors the cut computed for their
+   index texts, the others embedded in one call, and written - into the active
    memory version, read under the version-switch lock (a switch waits for this commit), with
    that version's entry unit; with an LLM: each flushed buffer is queued as an extraction task
    (ingest/llm_step.py runs them);
@@ -29,6 +33,7 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncpg
+import numpy as np
 
 from serve_app.ingest.engines import Attend, Compress, Embed, Engines, Index
 from serve_app.metrics import PipelineTotals
@@ -36,7 +41,13 @@ from serve_app.model.entries import EntryContext, EntryRow
 from serve_app.model.messages import StoredMessage
 from serve_app.pipeline.buffers import BufferConfig, SessionBuffers, ShortTermFlush
 from serve_app.pipeline.extractive import extractive_rows, uses_previous
-from serve_app.pipeline.intake import Cutter, Intook, intake, stored_message
+from serve_app.pipeline.intake import (
+    SEGMENT_CACHE_SIZE,
+    Cutter,
+    Intook,
+    intake,
+    stored_message,
+)
 from serve_app.pipeline.segmentation import SegmentationConfig
 from serve_app.settings import Settings
 from serve_app.storage.buffers_repo import (
@@ -47,7 +58,7 @@ from serve_app.storage.buffers_repo import (
 )
 from serve_app.storage.llm_tasks_repo import LLMTasksRepo, TaskSegment
 from serve_app.storage.locks import try_lock_user_shared
-from serve_app.storage.postgres import Repository
+from serve_app.storage.postgres import Repository, active_version
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,6 +80,7 @@ class _SessionWork:
     may_flush: bool  # a flush is requested and this batch reads every message it covers
     intake: list[Intook] = field(default_factory=list)
     flushes: list[ShortTermFlush] = field(default_factory=list)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # the cut's, by index text
     segments: int = 0
     error: BaseException | None = None
 
@@ -101,7 +113,10 @@ class IngestProcessor:
         self.buffer_config = BufferConfig(
             settings.sensory_max_tokens, settings.short_term_max_tokens
         )
-        self.cut = Cutter(embed, SegmentationConfig.from_settings(settings), attend)
+        # Room for every text of a batch (its messages and the held ones cut again), so a
+        # vector the cut made is still cached when its session's flushes are taken.
+        cache = max(SEGMENT_CACHE_SIZE, 8 * settings.worker_batch_messages)
+        self.cut = Cutter(embed, SegmentationConfig.from_settings(settings), attend, cache)
 
     @property
     def compression_on(self) -> bool:
@@ -163,7 +178,15 @@ class IngestProcessor:
 
     async def _process(self, conn: asyncpg.Connection, work: list[_SessionWork]) -> PipelineTotals:
         # One compressor call for the batch: the Compressor batches across sessions.
-        intook = iter(await intake([m for w in work for m in w.fresh], self.engines.compress))
+        unit, previous = await self._index_context(conn, work)
+        intook = iter(
+            await intake(
+                [m for w in work for m in w.fresh],
+                self.engines.compress,
+                unit=unit,
+                previous=previous,
+            )
+        )
         for w in work:
             w.intake = [next(intook) for _ in w.fresh]
         await asyncio.gather(*(self._advance(w) for w in work))
@@ -183,7 +206,8 @@ class IngestProcessor:
                 )
 
         rows, version = await self._entries(conn, ok)
-        await self.engines.write_entries(conn, rows, version)
+        known = {t: v for w in ok for t, v in w.vectors.items()}
+        await self.engines.write_entries(conn, rows, version, known)
         for w in ok:
             await self._save(conn, w, totals, version)
         totals.entries = len(rows)
@@ -200,6 +224,38 @@ class IngestProcessor:
             w.error = e
             return
         w.segments = w.state.next_topic - topics
+        # Taken before any other await: concurrent sessions' cuts may evict from the cache.
+        w.vectors = self.cut.vectors.peek(
+            [m.index_text for f in w.flushes for m in f.messages if m.index_text is not None]
+        )
+
+    async def _index_context(
+        self, conn: asyncpg.Connection, work: list[_SessionWork]
+    ) -> tuple[str | None, dict[tuple[str, str], StoredMessage]]:
+        """The entry unit intake gives index texts for (None: it gives none) and each session's
+        message before its fresh ones: the last one its buffers hold, else the stored one."""
+        if (
+            not self.settings.cut_on_entry_text
+            or self.llm_queue
+            or self.compression_on
+            or not any(w.fresh for w in work)
+        ):
+            return None, {}
+        _, extraction = await active_version(conn)
+        unit = self._unit(extraction)
+        previous: dict[tuple[str, str], StoredMessage] = {}
+        for w in work:
+            if not w.fresh:
+                continue
+            held = w.state.held()
+            if held:
+                previous[w.key] = stored_message(*w.key, held[-1])
+            elif uses_previous(unit):
+                previous.update(await self.repo.previous_messages(conn, [(*w.key, w.fresh[0].seq)]))
+        return unit, previous
+
+    def _unit(self, extraction: dict) -> str:
+        return extraction.get("entry_unit") or self.settings.entry_unit
 
     async def _entries(
         self, conn: asyncpg.Connection, work: list[_SessionWork]
@@ -217,7 +273,7 @@ class IngestProcessor:
         if not any(w.flushes for w in work):
             return [], 0
         version, extraction = await self.repo.lock_active_version(conn)
-        unit = extraction.get("entry_unit") or self.settings.entry_unit
+        unit = self._unit(extraction)
         rows: list[EntryRow] = []
         for w in work:
             flushed = [m for f in w.flushes for m in f.messages]
@@ -270,11 +326,7 @@ class IngestProcessor:
                 [m.message_id for m in w.stale],
                 f"seq at or below the buffer state's last_seq {w.state.last_seq}",
             )
-        held = [
-            *w.state.pending,
-            *w.state.sensory,
-            *(m for segment in w.state.short_term for m in segment.messages),
-        ]
+        held = w.state.held()
         await BuffersRepo.save_state(
             conn,
             user_id,

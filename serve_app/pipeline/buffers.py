@@ -47,6 +47,10 @@ class BufferedMessage:
     name: str | None
     ts: str  # ISO 8601
     original: str | None = None  # the uncompressed text, when it differs from `text`
+    # The index text of the message's extractive entry, when known at intake: the cut embeds
+    # it instead of `text`, so the entry write finds its vector cached (states saved without
+    # it load with None: the cut embeds `text`).
+    index_text: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +154,14 @@ class SessionBuffers:
     @property
     def short_term_tokens(self) -> int:
         return sum(s.tokens for s in self.short_term)
+
+    def held(self) -> list[BufferedMessage]:
+        """Every message the buffers hold, in seq order."""
+        return [
+            *(m for segment in self.short_term for m in segment.messages),
+            *self.sensory,
+            *self.pending,
+        ]
 
     @property
     def is_empty(self) -> bool:

@@ -52,6 +52,15 @@ def uses_previous(unit: str) -> bool:
     return unit == "message_ctx"
 
 
+def message_index_text(m: StoredMessage, previous: StoredMessage | None, unit: str) -> str | None:
+    """The index text of `m`'s entry for a per-message unit, as `build_entries` writes it when
+    `previous` is the message before `m`; None for window units and empty messages (their
+    entries' texts span several messages, or there is no entry)."""
+    if unit not in ("message", "message_ctx") or not m.content.strip():
+        return None
+    return _single(m, previous, unit, with_date=True).index_text
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 

@@ -4,13 +4,21 @@
   original kept beside), with the token counts the session counters add up;
 - `Cutter`: the `cut` callable of `SessionBuffers` (pipeline/buffers.py): the embedder's vectors,
   and the compressor's attention when on, through `segment_boundaries`.
+
+Embedding each message once: with compression off and a per-message entry unit, intake can
+give each buffered message the index text of its future extractive entry (the worker's
+`cut_on_entry_text`, see settings.py for what it costs segmentation), and the cut embeds that
+text; the entry write then takes the vector from the cut's `VectorCache` (keyed by text, so a
+text that differs, e.g. after a change of entry unit, is simply embedded again). With
+compression on, the cut reads the compressed text (LightMem segments what it compresses) and
+entries, built from the original text, are embedded at the write.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +27,7 @@ import numpy as np
 from serve_app.model.messages import StoredMessage
 from serve_app.pipeline.buffers import BufferedMessage
 from serve_app.pipeline.compression import Compressed
+from serve_app.pipeline.extractive import message_index_text
 from serve_app.pipeline.segmentation import SegmentationConfig, segment_boundaries
 from serve_app.pipeline.tokens import count_tokens
 
@@ -39,13 +48,29 @@ class Intook:
     raw_tokens: int  # tokens of the original text
 
 
-async def intake(messages: Sequence[StoredMessage], compress: Compress | None) -> list[Intook]:
-    """Buffered messages in the order given (one compressor call for all of them)."""
+async def intake(
+    messages: Sequence[StoredMessage],
+    compress: Compress | None,
+    *,
+    unit: str | None = None,
+    previous: Mapping[tuple[str, str], StoredMessage] | None = None,
+) -> list[Intook]:
+    """Buffered messages in the order given (one compressor call for all of them).
+
+    `unit` (compression off only): each message carries the index text of its extractive entry
+    of that unit; its context is the message before it in `messages` of its session (sessions
+    in seq order), else `previous[(user, session)]`, the session's message before them."""
     results: list[Compressed | None] = [None] * len(messages)
     if compress is not None and messages:
         results = list(await compress([m.content for m in messages]))
+    before = dict(previous or {})
     out = []
     for m, c in zip(messages, results, strict=True):
+        index_text = None
+        if unit is not None and c is None:
+            key = (m.user_id, m.session_id)
+            index_text = message_index_text(m, before.get(key), unit)
+            before[key] = m
         raw = c.tokens_in if c is not None else count_tokens(m.content)
         text = c.compressed if c is not None else m.content
         buffered = BufferedMessage(
@@ -57,6 +82,7 @@ async def intake(messages: Sequence[StoredMessage], compress: Compress | None) -
             name=m.name,
             ts=m.ts.isoformat(),
             original=m.content if text != m.content else None,
+            index_text=index_text,
         )
         out.append(Intook(buffered, c.compressed if c is not None else None, raw))
     return out
@@ -99,6 +125,10 @@ class VectorCache:
             self._data.popitem(last=False)
         return np.stack([found[t] for t in texts])
 
+    def peek(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached vectors of `texts` (no await: the caller holds them before others evict)."""
+        return {t: self._data[t] for t in texts if t in self._data}
+
 
 class Cutter:
     """Topic boundaries of a sensory window; safe to share between concurrent sessions."""
@@ -118,11 +148,12 @@ class Cutter:
     async def __call__(self, window: Sequence[BufferedMessage]) -> list[int]:
         if len(window) < 2:
             return []
-        texts = [m.text for m in window]
+        # The entry's index text when intake gave one (embedded once for the cut and the entry).
+        embedded = [m.index_text or m.text for m in window]
         if self.attend is None:
-            vectors = await self.vectors.embed(texts, self.embed)
+            vectors = await self.vectors.embed(embedded, self.embed)
             return segment_boundaries(vectors, None, self.segmentation)
         vectors, attention = await asyncio.gather(
-            self.vectors.embed(texts, self.embed), self.attend([texts])
+            self.vectors.embed(embedded, self.embed), self.attend([[m.text for m in window]])
         )
         return segment_boundaries(vectors, attention[0], self.segmentation)

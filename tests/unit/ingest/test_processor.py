@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from serve_app.model.entries import topic_id
@@ -17,6 +18,7 @@ from serve_app.storage.postgres import Repository
 from tests.unit.ingest.doubles import (
     Engines,
     add,
+    bag_of_words,
     cited,
     conversation,
     drain,
@@ -254,3 +256,56 @@ async def test_segments_follow_scripted_topic_shifts(pool):
     assert all(len(t) == 1 for t in by_topic.values())
     runs = 1 + sum(a[1] != b[1] for a, b in zip(convo, convo[1:], strict=False))
     assert len(by_topic) == runs
+
+
+async def _embed_once_run(pool, engines: Engines, user: str, prefix: str, **kw) -> list[dict]:
+    """Three sessions in small batches (the first message of a batch finds its context in the
+    buffers or, after a flush emptied them, in the stored messages), flushed twice."""
+    proc = processor(pool, engines, worker_batch_messages=7, **kw)
+    convo = {s: conversation(30, seed=i, prefix=f"{prefix}{s}-") for i, s in enumerate("xyz")}
+    for start, end in ((0, 18), (18, 30)):
+        for s, items in convo.items():
+            await add(pool, user, s, items[start:end], start_minute=start)
+            await BuffersRepo.request_flush(pool, user, s)
+        await drain(proc)
+    return await entries(pool, user)
+
+
+async def test_cut_on_entry_text_embeds_each_message_once_and_keeps_the_entries(pool):
+    before, once = Engines(), Engines()
+    plain = await _embed_once_run(pool, before, "a", "a")
+    rows = await _embed_once_run(pool, once, "b", "b", cut_on_entry_text=True)
+    assert len(rows) == len(plain) == 90
+    # Each message's entry index text went to the embedder exactly once, and nothing else did.
+    assert sorted(once.embedded) == sorted(r["index_text"] for r in rows)
+    assert len(before.embedded) > 1.9 * len(rows)  # the cut's texts, then the entries'
+    # The same entries, indexed under the vector of a direct embed of their index text.
+    strip = lambda rs: sorted((r["kind"], r["text"], r["index_text"]) for r in rs)  # noqa: E731
+    assert strip(rows) == strip(plain)
+    assert {r["metadata"]["unit"] for r in rows} == {"message_ctx"}
+    for r in rows:
+        vector = np.asarray(once.points[r["id"]].vector)
+        assert np.array_equal(vector, bag_of_words(r["index_text"]))
+        assert np.array_equal(vector, np.asarray(before.points[_twin(r, plain)].vector))
+
+
+def _twin(row: dict, plain: list[dict]) -> str:
+    [twin] = [p["id"] for p in plain if p["index_text"] == row["index_text"]]
+    return twin
+
+
+async def test_cut_on_entry_text_leaves_window_units_and_compression_as_they_were(pool):
+    for user, kw in (("w", {"entry_unit": "window2"}), ("c", {"compression": True})):
+        engines = Engines()
+        proc = processor(pool, engines, cut_on_entry_text=True, **kw)
+        convo = conversation(20, prefix=user)
+        await add(pool, user, "s", convo)
+        await BuffersRepo.request_flush(pool, user, "s")
+        await drain(proc)
+        rows = await entries(pool, user)
+        assert sorted(cited(rows)) == sorted(m for m, _, _ in convo)
+        # The cut read the message text (compressed when on); the entries were embedded after.
+        read = {t for _, _, t in convo} | {" ".join(t.split()[::2]) for _, _, t in convo}
+        index_texts = {r["index_text"] for r in rows}
+        assert index_texts <= set(engines.embedded) <= index_texts | read
+        assert set(engines.embedded) & read

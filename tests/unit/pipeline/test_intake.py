@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 
+from serve_app.model.entries import EntryContext
 from serve_app.model.messages import StoredMessage
+from serve_app.pipeline.buffers import BufferedMessage
 from serve_app.pipeline.compression import Compressed
-from serve_app.pipeline.intake import VectorCache, intake, stored_message
+from serve_app.pipeline.extractive import extractive_rows
+from serve_app.pipeline.intake import Cutter, VectorCache, intake, stored_message
+from serve_app.pipeline.segmentation import SegmentationConfig
 from serve_app.pipeline.tokens import count_tokens
 from tests.unit.ingest.doubles import bag_of_words
 
@@ -75,3 +80,39 @@ async def test_a_buffered_message_gives_back_the_stored_one_entries_read():
         intook = await intake(_messages(), compress)
         back = [stored_message("u", "s", i.buffered) for i in intook]
         assert back == _messages()
+
+
+async def test_intake_gives_the_index_text_of_each_message_entry():
+    stored = StoredMessage("u", "s", "p", -1, "user", "Bo", "Any news?", _messages()[0].ts)
+    rows = extractive_rows(
+        [_messages()],
+        stored,
+        EntryContext("u", "s", 1, "m"),
+        unit="message_ctx",
+        flush_index=0,
+        topics={},
+    )
+    intook = await intake(_messages(), None, unit="message_ctx", previous={("u", "s"): stored})
+    assert [i.buffered.index_text for i in intook] == [r.index_text for r in rows]
+    assert "(after Bo: Any news?)" in intook[0].buffered.index_text
+    # Window units and compression: the cut reads the message text.
+    for compress, unit in ((None, "window2"), (_halve, "message_ctx")):
+        intook = await intake(_messages(), compress, unit=unit)
+        assert [i.buffered.index_text for i in intook] == [None, None]
+
+
+async def test_the_cut_embeds_the_index_text_and_a_state_saved_without_it_loads():
+    embedded: list[str] = []
+
+    async def embed(texts: list[str]):
+        embedded.extend(texts)
+        return [bag_of_words(t) for t in texts]
+
+    intook = await intake(_messages(), None, unit="message")
+    window = [i.buffered for i in intook]
+    cut = Cutter(embed, SegmentationConfig())
+    await cut(window)
+    assert embedded == [m.index_text for m in window]
+    assert set(cut.vectors.peek([*embedded, "never seen"])) == set(embedded)
+    old = {k: v for k, v in window[0].to_json().items() if k != "index_text"}
+    assert BufferedMessage.from_json(old) == replace(window[0], index_text=None)
