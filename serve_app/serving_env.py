@@ -35,8 +35,9 @@ def colocated_env(port_base: int, state_dir: Path) -> dict[str, str]:
     """Ports and files of one cluster's HAProxy, so clusters sharing a machine never collide.
 
     HAProxy's defaults are fixed (/tmp/haproxy-serve, stats 8404, metrics 9101, replica ports
-    30000-31000); these take them from the cluster's own port block (`base + 10 .. base + 99`,
-    which `deployments/local_cluster.py` leaves free) and its own temp directory.
+    30000-31000, Serve's fallback proxy 8500 / 9500); these take them from the cluster's own
+    port block (`base + 10 .. base + 99`, which `deployments/local_cluster.py` leaves free) and
+    its own temp directory. HAProxy binds its stats and metrics ports on every interface.
     """
     state = Path(state_dir) / "haproxy"
     return {
@@ -46,6 +47,8 @@ def colocated_env(port_base: int, state_dir: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(port_base + 10),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(port_base + 11),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(port_base + 12),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(port_base + 13),
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port_base + 20),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port_base + 49),
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(port_base + 50),
