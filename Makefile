@@ -6,21 +6,28 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test test-unit lint bench bench-smoke test-real-llm bench-real-llm test-gpu-config configs check-configs placement
+.PHONY: install browser serve test test-unit lint bench bench-smoke test-real-llm bench-real-llm test-gpu-config configs check-configs placement
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: a looser range pulls GBs of CUDA wheels.
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	# The client package first: the server imports its protocol models from it.
+	$(PY) -m pip install -q --disable-pip-version-check -e './sdk[mcp]'
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The viewer's browser tests drive Debian's chromium through Playwright (nothing is downloaded
+# at run time); without it they fail.
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 serve: install
 	$(PY) -m deployments.launch configs/local.yaml
 
-test: install
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -29,7 +36,7 @@ test-unit: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check serve_app deployments
+	$(PY) -m ruff format --check serve_app deployments sdk
 
 bench: install
 	$(PY) -m benchmarks.run_all

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import socket
@@ -26,6 +25,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from deployments.local_cluster import free_port_base
+from serve_app.security.keys import admin_key_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -85,19 +87,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.05)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+def cluster_address() -> str:
+    """The GCS address of the cluster this driver joined: the Ray state API needs it when the
+    machine runs other clusters too."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 
 
-def free_port_block(lo: int = 40000, hi: int = 60000) -> int:
-    """A base for Ray's ~1000 consecutive ports, away from the integration tests' range."""
-    for _ in range(100):
-        base = random.randrange(lo, hi, 1000)
-        if all(_port_free(base + i) for i in range(10)):
-            return base
-    raise RuntimeError("no free port block for Ray")
+def auth_headers() -> dict[str, str]:
+    """The Authorization header for the service under test: MEMSERVE_ADMIN_KEY, else the
+    admin.key the service wrote into MEMSERVE_DATA_DIR (./data by default) on its first start."""
+    key = os.environ.get("MEMSERVE_ADMIN_KEY")
+    if not key:
+        data_dir = Path(os.environ.get("MEMSERVE_DATA_DIR", "data"))
+        key = admin_key_path(data_dir).read_text().strip()
+    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
@@ -109,7 +114,8 @@ class RunningService:
     start_seconds: float = 0.0
 
     def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=600, **kw)
+        kw.setdefault("timeout", 600)
+        return httpx.Client(base_url=self.url, headers=auth_headers(), **kw)
 
     def reconfigure(self, deployment: str, user_config: dict, timeout_s: float = 120) -> None:
         """Redeploy the app with a new `user_config` for one deployment (applied live through
@@ -189,7 +195,7 @@ def running_service(
     new_env = {
         "MEMSERVE_DATA_DIR": str(data_dir),
         "MEMSERVE_HTTP_PORT": str(port),
-        "MEMSERVE_RAY_PORT_BASE": str(free_port_block()),
+        "MEMSERVE_RAY_PORT_BASE": str(free_port_base()),
         **(env or {}),
     }
     if dsn:
@@ -322,13 +328,18 @@ async def run_load(
     warmup: int = 0,
     timeout_s: float = 120,
     transport: httpx.AsyncBaseTransport | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """Closed loop: `concurrency` clients, each sends its next request when the last returns,
     until `requests` measured requests are done (after `warmup` unmeasured ones)."""
     result = LoadResult(concurrency)
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
-        base_url=url, timeout=timeout_s, limits=limits, transport=transport
+        base_url=url,
+        timeout=timeout_s,
+        limits=limits,
+        transport=transport,
+        headers=auth_headers() if headers is None else headers,
     ) as client:
 
         async def one(i: int, record: bool) -> None:

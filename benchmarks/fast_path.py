@@ -28,14 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from benchmarks.common import (
     add_service_args,
     encode_throughput,
     free_port,
-    free_port_block,
     load_minilm,
     machine_info,
     plt,
@@ -79,10 +77,10 @@ def floor(kind: str, clients: Sequence[int], requests: int) -> list[dict]:
     import ray
     from ray import serve
 
-    from deployments.local_cluster import LocalRayCluster
+    from deployments.local_cluster import LocalRayCluster, free_port_base
 
     port = free_port()
-    cluster = LocalRayCluster(free_port_block(), 4, fast_path=kind != "default")
+    cluster = LocalRayCluster(free_port_base(), 4, fast_path=kind != "default")
     rows = []
     try:
         ray.init(address=cluster.start(), log_to_driver=False)
@@ -96,6 +94,7 @@ def floor(kind: str, clients: Sequence[int], requests: int) -> list[dict]:
                     concurrency=n,
                     requests=requests,
                     warmup=2 * n + 4,
+                    headers={},  # the empty endpoint has no keys
                 )
             )
             row = {"floor": kind, **res.summary()}
@@ -263,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(json.dumps(row), flush=True)
         result["ingestion"].append(row)
         result["search"] = search_runs(svc.url, user, clients, args.requests)
-        with httpx.Client(base_url=svc.url, timeout=30) as c:
+        with svc.client(timeout=30) as c:
             result["memory_index_ready"] = c.get("/readyz").json()["checks"]["memory_index"]
     result["ratios"] = ratios(result)
     result["png"] = relpath(plot(result, args.out_dir))

@@ -28,6 +28,7 @@ import httpx
 from benchmarks.common import (
     RunningService,
     add_service_args,
+    auth_headers,
     encode_throughput,
     load_minilm,
     machine_info,
@@ -112,7 +113,7 @@ async def run_level(
     url: str, sessions: dict[tuple[str, str], list], request_size: int, stall_s: float = 180
 ) -> dict[str, Any]:
     total = sum(len(m) for m in sessions.values())
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=auth_headers()) as client:
         t0 = time.perf_counter()
         lat = await asyncio.gather(
             *(_post_session(client, u, s, m, request_size) for (u, s), m in sessions.items())

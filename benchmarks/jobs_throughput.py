@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.common import auth_headers
 from benchmarks.locomo_data import load_conversations
 from benchmarks.locomo_retrieval import evaluate, ingest, summarise
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     convs = load_conversations(args.data)
     users = [args.user_prefix + c.conv_id for c in convs]
     out: dict = {"conversations": len(convs), "machine": "2 cores, shared, CPU only"}
-    with httpx.Client(base_url=args.url, timeout=300) as client:
+    with httpx.Client(base_url=args.url, timeout=300, headers=auth_headers()) as client:
         for conv, user in zip(convs, users, strict=True):
             ingest(client, conv, user)
         _flush_and_wait(client, convs, args.user_prefix)

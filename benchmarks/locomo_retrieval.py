@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.common import auth_headers
 from benchmarks.locomo_data import (
     CATEGORY_NAMES,
     QA_CATEGORIES,
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.conversations:
         convs = convs[: args.conversations]
     report: dict = {"data": str(args.data), "url": args.url, "conversations": len(convs)}
-    with httpx.Client(base_url=args.url, timeout=600) as client:
+    with httpx.Client(base_url=args.url, timeout=600, headers=auth_headers()) as client:
         ingest_s = {c.conv_id: ingest(client, c, args.user_prefix + c.conv_id) for c in convs}
         report["ingest_seconds"] = {k: round(v, 2) for k, v in ingest_s.items()}
         report["messages"] = sum(len(s.turns) for c in convs for s in c.sessions)

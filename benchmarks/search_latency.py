@@ -36,6 +36,7 @@ import httpx
 from benchmarks.common import (
     RunningService,
     add_service_args,
+    auth_headers,
     load_minilm,
     machine_info,
     percentiles,
@@ -99,7 +100,7 @@ async def fill(url: str, user: str, start_session: int, n_messages: int, paralle
         size = min(SESSION_SIZE, n_messages - (k - start_session) * SESSION_SIZE)
         sessions.append((f"s{k}", session_messages(f"{user}-s{k}", size, k)))
     sem = asyncio.Semaphore(parallel)
-    async with httpx.AsyncClient(base_url=url, timeout=900) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=900, headers=auth_headers()) as client:
 
         async def post(sid: str, msgs: list) -> None:
             async with sem:

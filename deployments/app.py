@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 from ray.serve import Application
 
 from deployments.compressor import build_compressor
@@ -21,6 +21,7 @@ from deployments.memory_index import build_memory_index
 from serve_app.llm.config import with_profile_backend
 from serve_app.pipeline.compression import compressor_available
 from serve_app.profiles import HardwareProfile, get_profile
+from serve_app.security.keys import ensure_admin_key
 from serve_app.settings import Settings
 from serve_app.storage import embedded_pg
 from serve_app.storage.postgres import create_pool, migrate
@@ -47,7 +48,11 @@ def resolve_settings(profile_embedded: bool) -> Settings:
     if settings.qdrant_url is None and not profile_embedded:
         raise ValueError("this profile needs MEMSERVE_QDRANT_URL (a Qdrant server)")
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    return settings
+    # One admin key for every Ingress replica, wherever it runs: the environment's, or the
+    # data directory's on the node that builds the application.
+    secret = settings.admin_key.get_secret_value() if settings.admin_key else None
+    key = ensure_admin_key(secret, settings.data_dir)[0]
+    return settings.model_copy(update={"admin_key": SecretStr(key)})
 
 
 async def _migrate(dsn: str) -> list[str]:
@@ -68,7 +73,10 @@ def compressor_model(settings: Settings, profile: HardwareProfile) -> str:
 def compression_status(settings: Settings, profile: HardwareProfile) -> dict:
     """Whether the Compressor group runs, and why (shown in /readyz and logged at start-up).
 
-    Shape: {"enabled": bool, "model": str | None, "reason": str, "rate": float | None}.
+    Shape: {"enabled": bool, "model": str | None, "reason": str, "rate": float | None,
+    "required": bool}. `required`: the profile names its compressor model (the GPU profiles,
+    whose image bakes the weights), so running without compression is a fault that fails
+    readiness, not a mode.
     """
     if profile.compressor is None:
         return {
@@ -76,6 +84,7 @@ def compression_status(settings: Settings, profile: HardwareProfile) -> dict:
             "model": None,
             "reason": f"profile {profile.name!r} has no compressor group",
             "rate": None,
+            "required": False,
         }
     model = compressor_model(settings, profile)
     availability = compressor_available(model)
@@ -84,6 +93,7 @@ def compression_status(settings: Settings, profile: HardwareProfile) -> dict:
         "model": model,
         "reason": availability.reason,
         "rate": settings.compression_rate if availability.available else None,
+        "required": profile.compressor.model is not None,
     }
 
 
@@ -110,6 +120,8 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
             settings.compression_rate,
             settings.compression_force_tokens,
         )
+    elif compression["required"]:
+        logger.error("compression OFF, and profile %r needs it: %s", profile.name, compression)
     else:
         logger.warning("compression OFF: %s", compression["reason"])
     llm = None

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import time
 
+from serve_app.api.readiness import compression_without_compressor
+from serve_app.ingest.idle import IdleFlusher
 from serve_app.ingest.llm_step import LLMStep
 from serve_app.ingest.loop import IngestLoops
 from serve_app.ingest.processor import IngestProcessor
@@ -77,6 +79,10 @@ class IngestWorkerDeployment:
             self._llm_step(self._env_llm_settings()),
             self.metrics,
             self.settings.worker_idle_poll_s,
+            IdleFlusher(
+                lambda idle_s: BuffersRepo.request_idle_flushes(self.pool, idle_s),
+                self.settings.idle_flush_s,
+            ),
         )
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self.loops.intake.run())
@@ -196,7 +202,7 @@ class IngestWorkerDeployment:
     async def _compression_detail(self) -> dict:
         detail = dict(self.compression)
         if self.compressor is None:
-            return {**detail, "ok": True}
+            return compression_without_compressor(detail)
         try:
             info = await asyncio.wait_for(self.compressor.info.remote(), timeout=5)
             return {**detail, "ok": True, "replica": info}

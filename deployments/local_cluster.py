@@ -5,17 +5,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from serve_app.processes import CLUSTER_MARK, die_with_parent, stop_process_tree
 from serve_app.serving_env import cluster_env, colocated_env, serving_keys
 
 
@@ -42,12 +42,21 @@ class LocalRayCluster:
             else {}
         )
         # A token of our own: ~/.ray/auth_token is shared by every cluster on the machine.
+        # This interpreter's scripts first on PATH: `ray job submit -- python -m jobs.x` then
+        # runs the driver with the Python that has memserve installed.
         self.env = {
+            # Every process of the cluster inherits it: `reap_orphan` finds them by it.
+            CLUSTER_MARK: str(self.temp_dir),
+            "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
             **serving,
             **(env or {}),
         }
+
+    @property
+    def token(self) -> str:
+        return self.env["RAY_AUTH_TOKEN"]
 
     @property
     def address(self) -> str:
@@ -100,10 +109,17 @@ class LocalRayCluster:
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
+        wait_ports_free(b, timeout_s=20)
         log = open(self.temp_dir / "ray-start.log", "w")  # noqa: SIM115 - lives with the process
-        # Own process group: stopping it stops exactly this cluster.
+        # Own process group: stopping it stops exactly this cluster. A hard-killed owner takes
+        # the cluster with it (`die_with_parent`), so a restart finds its ports free.
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -119,21 +135,55 @@ class LocalRayCluster:
         self.stop()
         raise TimeoutError("local Ray cluster did not start in time")
 
-    def stop(self, timeout_s: float = 30) -> None:
+    def stop(self, timeout_s: float = 2) -> None:
+        """SIGTERM to the cluster's process group, SIGKILL to whatever of it is left after
+        `timeout_s`: Ray's state worth keeping lives in PostgreSQL and the vector store, so a
+        cluster that does not stop at once is not waited for."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # `ray start --block` tears its processes down on SIGTERM; reap stragglers of our group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process_tree(self.proc, timeout_s)
         self.proc = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def free_port_base() -> int:
+    """A port base for a private cluster (tests, benchmarks) whose fixed ports nothing holds.
+
+    Blocks of 1000 from 20000 up to the kernel's ephemeral range (32768 by default), where the
+    local end of any client connection can take a port by chance (a test cluster's dashboard
+    once found its port taken that way); never the block `make serve` uses by default."""
+    from serve_app.settings import Settings
+
+    default = Settings.model_fields["ray_port_base"].default
+    blocks = [b for b in range(20000, _ephemeral_low() - 999, 1000) if b != default]
+    random.shuffle(blocks)
+    for base in blocks:
+        if not any(_port_open(p) for p in range(base, base + 9)):
+            return base
+    raise RuntimeError("no free block of Ray ports between 20000 and the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def wait_ports_free(port_base: int, timeout_s: float) -> None:
+    """Wait for the cluster's fixed ports to be free (a cluster stopped a moment ago lets go
+    of them within seconds); raise if another process keeps them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = [p for p in range(port_base, port_base + 9) if _port_open(p)]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Ray ports {busy} are in use: another cluster runs on port base {port_base}"
+                " (MEMSERVE_RAY_PORT_BASE)"
+            )
+        time.sleep(0.5)
 
 
 def _port_open(port: int) -> bool:

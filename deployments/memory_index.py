@@ -13,11 +13,16 @@ from ray import serve
 
 from serve_app.encoding import load_encoder
 from serve_app.encoding.batcher import BatchingEncoder
+from serve_app.encoding.heap import release_periodically
 from serve_app.encoding.torch_encoder import Embedder
+from serve_app.model.audit import AuditRecord
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
 from serve_app.settings import Settings
 from serve_app.storage.vectors import VectorPoint
+
+# Searches allocate and free the query's activations, BM25 rebuilds and candidate arrays.
+HEAP_RELEASE_S = 10.0
 
 
 def _load_model(model: str) -> Embedder:
@@ -42,7 +47,9 @@ class MemoryIndexDeployment:
             settings, model, encoder.dim, self.queries.encode, _load_model
         )
         self.generations = self.core.generations
-        self._maintenance = asyncio.get_running_loop().create_task(self.generations.maintain())
+        loop = asyncio.get_running_loop()
+        self._maintenance = loop.create_task(self.generations.maintain())
+        self._heap = loop.create_task(release_periodically(HEAP_RELEASE_S))
 
     # --- search and edits (Ingress) ---------------------------------------------------------
 
@@ -55,19 +62,24 @@ class MemoryIndexDeployment:
         strategy: str,
         expand_links: bool = False,
         links_per_hit: int = 3,
+        explain: bool = False,
     ) -> dict | None:
         return await self.core.search(
-            user_id, query, limit, filters, strategy, expand_links, links_per_hit
+            user_id, query, limit, filters, strategy, expand_links, links_per_hit, explain
         )
 
-    async def update_memory(self, user_id: str, memory_id: str, patch: dict) -> dict | None:
-        return await self.core.update_memory(user_id, memory_id, patch)
+    async def update_memory(
+        self, user_id: str, memory_id: str, patch: dict, audit: AuditRecord | None = None
+    ) -> dict | None:
+        return await self.core.update_memory(user_id, memory_id, patch, audit)
 
-    async def delete_memory(self, user_id: str, memory_id: str) -> bool:
-        return await self.core.delete_memory(user_id, memory_id)
+    async def delete_memory(
+        self, user_id: str, memory_id: str, audit: AuditRecord | None = None
+    ) -> bool:
+        return await self.core.delete_memory(user_id, memory_id, audit)
 
-    async def delete_user(self, user_id: str) -> bool:
-        return await self.core.delete_user(user_id)
+    async def delete_user(self, user_id: str, audit: AuditRecord | None = None) -> bool:
+        return await self.core.delete_user(user_id, audit)
 
     async def ready(self) -> dict:
         return {**await self.core.ready(), "query_encoding": dict(self.queries.stats)}
@@ -126,6 +138,7 @@ class MemoryIndexDeployment:
         # Release the local-mode file lock promptly when the replica goes away.
         with contextlib.suppress(Exception):
             self._maintenance.cancel()
+            self._heap.cancel()
         with contextlib.suppress(Exception):
             self.core.vectors.client._client.close()  # type: ignore[attr-defined]
 

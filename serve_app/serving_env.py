@@ -7,11 +7,21 @@ config. One table for every profile; `benchmarks/fast_path.py` measures what eac
 - HAProxy ingress: each ingress replica serves HTTP itself and HAProxy (C, leastconn)
   forwards from the public port, skipping the Python proxy actor and its per-request RPCs.
 - One HAProxy thread per node that has few cores: more threads only contend with the replicas.
+- HAProxy's own error answers (an ingress replica died mid-request, none is up) are a 503 with
+  Retry-After in the API's error shape, not Ray's fixed 500 page.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from memserve.models import ErrorBody, ErrorResponse
+from serve_app.api.errors import RETRY_AFTER_S
+
+logger = logging.getLogger("ray.serve")
 
 SERVE_FAST_PATH_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -59,3 +69,50 @@ def colocated_env(port_base: int, state_dir: Path) -> dict[str, str]:
 def serving_keys(port_base: int, state_dir: Path) -> set[str]:
     """Every variable the two functions above may set."""
     return set(cluster_env(1)) | set(colocated_env(port_base, state_dir))
+
+
+# Ray writes HAProxy's page for 502/503/504 to `500.http` beside the node's config file
+# (`<dir of RAY_SERVE_HAPROXY_CONFIG_FILE_LOC>/<node id>/`) when the HAProxy manager starts, with
+# no setting to change it, and HAProxy reads it at every reload.
+_RAY_HAPROXY_CONFIG = "/tmp/haproxy-serve/haproxy.cfg"
+
+
+def gateway_error_page() -> bytes:
+    """The raw HTTP answer HAProxy gives when it cannot get one from an ingress replica."""
+    body = ErrorResponse(
+        error=ErrorBody(
+            code="unavailable",
+            message="no ingress replica answered; the request may be retried",
+        )
+    ).model_dump_json(exclude_none=True)
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Retry-After: {RETRY_AFTER_S}\r\n"
+        "Cache-Control: no-store\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode() + body.encode()
+
+
+def install_gateway_error_page(node_id: str, env: Mapping[str, str] = os.environ) -> Path | None:
+    """Replace Ray's 500 page of this node's HAProxy by `gateway_error_page()`; HAProxy uses it
+    from its next reload, which follows every change of the ingress replicas. Called by each
+    ingress replica as it starts, so before HAProxy's reload that adds it. Returns the page's
+    path, or None where this node runs no HAProxy."""
+    config = env.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", _RAY_HAPROXY_CONFIG)
+    page = Path(config).parent / node_id / "500.http"
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1" or not page.parent.is_dir():
+        return None
+    want = gateway_error_page()
+    try:
+        if page.is_file() and page.read_bytes() == want:
+            return page
+        tmp = page.with_name(f".500.http.{os.getpid()}")
+        tmp.write_bytes(want)
+        os.replace(tmp, page)  # never a half-written page for a reload to read
+    except OSError as e:  # the service runs without it: clients then see Ray's 500 page
+        logger.warning("could not install HAProxy's error page at %s: %s", page, e)
+        return None
+    return page

@@ -71,16 +71,33 @@ class Settings(BaseSettings):
 
     # Request limits: bigger bodies are refused with 413 before they are parsed.
     max_body_bytes: int = 2_000_000
+    # A user's import (POST /v1/users/{id}/import) carries a whole export.
+    max_import_bytes: int = 256_000_000
     max_messages_per_request: int = 1000
     max_message_chars: int = 32_000
     max_query_chars: int = 4_000
     max_search_limit: int = 100
     wait_timeout_s: float = 60.0
 
+    # Security. The bootstrap admin key: MEMSERVE_ADMIN_KEY, else data_dir/admin.key (written
+    # on the first start). Key checks are cached per Ingress replica for key_cache_ttl_s, the
+    # longest a revoked key still works on another replica. Rate limits: requests per minute
+    # and key unless the key sets its own. Tenants run at most tenant_max_jobs offline jobs at
+    # once. Audit rows older than audit_retention_days are deleted.
+    admin_key: SecretStr | None = None
+    key_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    rate_limit_per_min: int = Field(default=6000, ge=1)
+    tenant_max_jobs: int = Field(default=2, ge=1)
+    audit_retention_days: float = Field(default=365.0, gt=0)
+
     # Ingest worker: how much work one claim takes.
     worker_batch_messages: int = 256
     worker_idle_poll_s: float = 0.5
     worker_max_attempts: int = Field(default=5, ge=1)
+    # A session that received no message for this long gets its buffers flushed, so every
+    # accepted message becomes searchable without a client's flush; decided from the stored
+    # message times, so a restart does not forget it. 0 turns it off.
+    idle_flush_s: float = Field(default=60.0, ge=0)
 
     # Ray internals on ports >= 20000, away from other clusters on the machine.
     ray_port_base: int = Field(default=26000, ge=20000, le=64000)

@@ -11,53 +11,75 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app.api.models import ErrorResponse
+from memserve.models import ErrorResponse
 
 logger = logging.getLogger("ray.serve")
 
 # OpenAPI documentation of the error answers every route may give.
 ERRORS = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
 }
 
 
 class ApiError(Exception):
     """An answer other than success: HTTP status, machine-readable code, message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
 
 
 def not_found(code: str, message: str) -> ApiError:
     return ApiError(404, code, message)
 
 
+# A 503 is an outage of a store or a replica group that recovers by itself (PostgreSQL restarted,
+# a replica replaced): tell clients when to try again.
+RETRY_AFTER_S = 1
+
+
 def error_response(
-    status: int, code: str, message: str, details: list | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse(status_code=status, content={"error": body})
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
+    return JSONResponse(status_code=status, content={"error": body}, headers=headers)
 
 
 class BodyLimit:
-    """Refuse bodies over the limit with 413, by Content-Length or by counting what arrives."""
+    """Refuse bodies over the limit with 413, by Content-Length or by counting what arrives.
+    Paths ending in `/import` (a user's whole export) have their own limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_import_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_import_bytes = max_import_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = (
+            self.max_import_bytes if scope.get("path", "").endswith("/import") else self.max_bytes
+        )
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_413(send, self.max_bytes)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _send_413(send, limit)
             return
         seen = 0
 
@@ -66,14 +88,14 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await _send_413(send, self.max_bytes)
+            await _send_413(send, limit)
 
 
 class _TooLarge(Exception):
@@ -94,13 +116,15 @@ async def _send_413(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def install_error_handling(app: FastAPI, max_body_bytes: int) -> None:
+def install_error_handling(
+    app: FastAPI, max_body_bytes: int, max_import_bytes: int | None = None
+) -> None:
     """The body limit and the handlers that turn every failure into the error JSON."""
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, max_import_bytes=max_import_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.status, e.code, e.message)
+        return error_response(e.status, e.code, e.message, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -115,7 +139,9 @@ def install_error_handling(app: FastAPI, max_body_bytes: int) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:
-        return error_response(e.status_code, "http_error", str(e.detail))
+        return error_response(
+            e.status_code, "http_error", str(e.detail), headers=getattr(e, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:

@@ -24,7 +24,8 @@ def job_id(value: str) -> str:
     return _uuid(value, "job")
 
 
-async def require_user(repo: Repository, user_id: str) -> None:
-    """ApiError 404 `unknown_user` unless the user has memories."""
+async def require_user(repo: Repository, user_id: str, shown: str | None = None) -> None:
+    """ApiError 404 `unknown_user` unless the user (stored id `user_id`) has memories; the
+    message names `shown`, the id as the caller gave it (default: `user_id`)."""
     if not await repo.user_exists(user_id):
-        raise ApiError(404, "unknown_user", f"user {user_id!r} has no memories")
+        raise ApiError(404, "unknown_user", f"user {shown or user_id!r} has no memories")

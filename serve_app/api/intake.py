@@ -8,7 +8,7 @@ import time
 import uuid
 from datetime import datetime
 
-from serve_app.api.models import AddMemoriesRequest
+from memserve.models import AddMemoriesRequest
 from serve_app.storage.postgres import NewMessage, Repository
 
 

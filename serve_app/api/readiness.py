@@ -15,6 +15,15 @@ async def check(name: str, call: Awaitable, timeout_s: float = 5) -> tuple[str, 
         return name, {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
 
 
+def compression_without_compressor(status: dict) -> dict:
+    """The compressor check when no Compressor group runs (`status` as the builder's
+    `compression_status`): ready, unless the profile expects compression."""
+    if status.get("required"):
+        problem = f"profile expects compression, which is off: {status.get('reason')}"
+        return {**status, "ok": False, "error": problem}
+    return {**status, "ok": True}
+
+
 def report(checks: dict[str, dict]) -> tuple[int, dict]:
     """(HTTP status, body) from the checks of postgresql, memory_index, embedder and
     ingest_worker; the vector store and the compressor come through the memory index and the

@@ -88,7 +88,13 @@ def export(model_dir: Path, out: Path) -> None:
 class OnnxSentenceEncoder:
     """texts -> L2-normalised float32 vectors, identical to the sentence-transformers model."""
 
-    def __init__(self, model_dir: str | Path, cache_dir: str | Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        cache_dir: str | Path,
+        threads: int = 1,
+        memory_arena: bool = False,
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -113,6 +119,10 @@ class OnnxSentenceEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # ORT's arena never gives memory back and grows by doubling whenever a new batch shape
+        # does not fit what it holds; without it tensors come from malloc, which replicas trim
+        # (heap.py). Off by default: `python -m benchmarks.encoder_memory` compares the two.
+        options.enable_cpu_mem_arena = memory_arena
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)

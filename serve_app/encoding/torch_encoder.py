@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from serve_app.encoding.heap import releasing_heap
 from serve_app.settings import resolve_embedding_model
 
 
@@ -26,6 +27,7 @@ class Embedder:
         # padded batch of 64 (measured here); a GPU wants the whole batch at once.
         self.encode_batch_size = 16 if device == "cpu" else 256
 
+    @releasing_heap
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.encode(
             list(texts),

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from serve_app.ingest.idle import IdleFlusher
 from serve_app.ingest.llm_step import LLMStep
 from serve_app.ingest.processor import IngestProcessor, SessionsFailed
 
@@ -66,17 +67,32 @@ class IngestLoops:
     change; the loops keep running."""
 
     def __init__(
-        self, processor: IngestProcessor, llm_step: LLMStep, metrics, idle_poll_s: float
+        self,
+        processor: IngestProcessor,
+        llm_step: LLMStep,
+        metrics,
+        idle_poll_s: float,
+        idle: IdleFlusher | None = None,
     ) -> None:
         self.processor = processor
         self.llm_step = llm_step
         self.metrics = metrics  # PipelineMetrics (or anything with record(PipelineTotals))
-        self.stats = {"batches": 0, "messages": 0, "errors": 0, "last_error": None}
+        self.idle = idle
+        self.stats = {
+            "batches": 0,
+            "messages": 0,
+            "idle_flushes": 0,
+            "errors": 0,
+            "last_error": None,
+        }
         self.llm_stats = {"tasks": 0, "postponed": 0, "errors": 0, "last_error": None}
         self.intake = StepLoop("ingest batch", self._intake_step, idle_poll_s, self.stats)
         self.llm = StepLoop("LLM step", self._llm_step, idle_poll_s, self.llm_stats)
 
     async def _intake_step(self) -> bool:
+        if self.idle is not None:
+            # Requests go in before the claim, so this very batch takes those sessions.
+            self.stats["idle_flushes"] += await self.idle.maybe_request()
         totals = await self.processor.process_batch()
         self.metrics.record(totals)
         if totals.failed_sessions:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from serve_app.timeparse import weekday_name
+from memserve.timeparse import weekday_name
 
 _ENTRY_NS = uuid.UUID("5b0c3e39-8a51-4a53-9a3e-0d7cf5a4c1e1")
 

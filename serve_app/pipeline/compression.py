@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
+from serve_app.encoding.heap import releasing_heap
 from serve_app.pipeline.tiktoken_cache import ensure_cl100k_cache
 from serve_app.pipeline.tokens import count_tokens
 
@@ -207,6 +208,7 @@ class Compressor:
         )
         return list(result["compressed_prompt_list"])
 
+    @releasing_heap
     def compress_batch(
         self, texts: Sequence[str], rate: float, force_tokens: Sequence[str] = ()
     ) -> list[Compressed]:
@@ -249,6 +251,7 @@ class Compressor:
                 results.append(texts[i])
         return results
 
+    @releasing_heap
     def sentence_attention_batch(self, windows: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """LightMem's sentence-level attention matrix M (n x n) for each window of sentences.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +26,9 @@ from serve_app.storage.vector_stores import VectorStore
 from serve_app.storage.vectors import VectorPoint
 
 logger = logging.getLogger("ray.serve")
+
+# How often changed vector shards are compacted (deleted and replaced points vacuumed).
+COMPACT_EVERY_S = 30.0
 
 
 class LocalModel(Protocol):
@@ -88,6 +92,7 @@ class IndexGenerations:
         self._lock = asyncio.Lock()
         # Generations retired by this process whose vectors are not dropped yet: collection.
         self._pending_drop: dict[int, str] = {}
+        self._compacted_at = float("-inf")
 
     async def start(self) -> None:
         await generations_repo.ensure_first(
@@ -169,6 +174,19 @@ class IndexGenerations:
             # (sweep_generation); sweeping it here too would embed twice.
             if not g.served and g.status != "building":
                 await self.sweep(g)
+        await self.compact()
+
+    async def compact(self, every_s: float = COMPACT_EVERY_S) -> int:
+        """Compact the changed stores of every generation, at most once per `every_s`;
+        returns how many were compacted."""
+        now = time.monotonic()
+        if now - self._compacted_at < every_s:
+            return 0
+        self._compacted_at = now
+        done = 0
+        for g in list(self.generations.values()):
+            done += await g.store.compact()
+        return done
 
     async def maintain(self) -> None:
         """Forever, each second: `maintain_once`."""

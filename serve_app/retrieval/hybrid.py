@@ -147,8 +147,11 @@ class HybridRetriever:
         limit: int,
         filters: VectorFilters,
         strategy: str,
+        explain: bool = False,
     ) -> list[dict] | None:
-        """Ranked memories with scores, or None when the user is unknown."""
+        """Ranked memories with scores, or None when the user is unknown. With `explain`, each
+        row also has `scores`: the raw vector and BM25 scores and the fused score before the
+        rerank signals (None where that ranking did not return the memory)."""
         # Read once, before any await: a switch of generation mid-search cannot mix targets.
         target = self.target
         revision = await self.repo.index_revision(user_id)
@@ -168,15 +171,19 @@ class HybridRetriever:
         def by_bm25() -> list[tuple[str, float]]:
             return idx.bm25.search(text, depth, idx.allowed(filters))
 
+        vector: list[tuple[str, float]] = []
+        lexical: list[tuple[str, float]] = []
+        fused: list[tuple[str, float]] = []
         if strategy == "embedding":
-            ranked = await by_vector()
+            ranked = vector = await by_vector()
         elif strategy == "bm25":
-            ranked = by_bm25()
+            ranked = lexical = by_bm25()
         else:
             vector_hits = asyncio.ensure_future(by_vector())
             lexical = by_bm25()  # while the query is being embedded
-            ranked = fuse(
-                [await vector_hits, lexical],
+            vector = await vector_hits
+            ranked = fused = fuse(
+                [vector, lexical],
                 method=self.settings.fusion_method,
                 weights=self.settings.fusion_weights,
                 k=self.settings.fusion_rrf_k,
@@ -187,11 +194,15 @@ class HybridRetriever:
         # database no longer does (a crash between the two writes) is never returned.
         head = ranked[: limit + 10]
         rows = await self.repo.memories_by_ids(user_id, [i for i, _ in head], target.memory_version)
+        parts = (dict(vector), dict(lexical), dict(fused)) if explain else None
         out = []
         for doc_id, score in head:
             row = rows.get(doc_id)
             if row is not None:
                 out.append({**row, "score": score})
+                if parts is not None:
+                    v, b, f = (p.get(doc_id) for p in parts)
+                    out[-1]["scores"] = {"vector": v, "bm25": b, "fused": f}
             if len(out) == limit:
                 break
         return out

@@ -10,10 +10,11 @@ from collections.abc import Callable
 
 import asyncpg
 
+from serve_app.model.audit import AuditRecord
 from serve_app.retrieval.generations import IndexGenerations, LocalModel
 from serve_app.retrieval.hybrid import Embed, HybridRetriever, SearchTarget
 from serve_app.settings import Settings
-from serve_app.storage import generations_repo
+from serve_app.storage import audit_repo, export_repo, generations_repo
 from serve_app.storage.links_repo import linked_memories
 from serve_app.storage.postgres import Repository, create_pool
 from serve_app.storage.vector_stores import VectorStore, embedded_kind, open_vector_store
@@ -71,11 +72,13 @@ class MemoryIndex:
         strategy: str,
         expand_links: bool = False,
         links_per_hit: int = 3,
+        explain: bool = False,
     ) -> dict | None:
-        """{"results", "took_ms"}, or None when the user is unknown."""
+        """{"results", "took_ms"}, or None when the user is unknown; `explain` adds each
+        result's per-ranking scores."""
         t0 = time.perf_counter()
         results = await self.retriever.search(
-            user_id, query, limit, VectorFilters(**filters), strategy
+            user_id, query, limit, VectorFilters(**filters), strategy, explain
         )
         if results is None:
             return None
@@ -137,8 +140,11 @@ class MemoryIndex:
             await gens.refresh()  # switched by another process a moment ago
         await gens.write_served(points, memory_version)
 
-    async def update_memory(self, user_id: str, memory_id: str, patch: dict) -> dict | None:
-        """Change a memory in PostgreSQL and the vector index together, or not at all."""
+    async def update_memory(
+        self, user_id: str, memory_id: str, patch: dict, audit: AuditRecord | None = None
+    ) -> dict | None:
+        """Change a memory in PostgreSQL and the vector index together, or not at all (with
+        its audit row)."""
         text = patch.get("memory")
         async with self.pool.acquire() as conn, conn.transaction():
             await self.repo.lock_users_shared(conn, [user_id])
@@ -161,6 +167,8 @@ class MemoryIndex:
                 await self.generations.write_served([point], row["version"])
                 await generations_repo.forget_member(conn, row["id"])
             await self.repo.bump_index_revision(conn, [user_id])
+            if audit is not None:
+                await audit_repo.append(conn, audit)
         return row
 
     async def apply_vector_changes(
@@ -183,21 +191,28 @@ class MemoryIndex:
         if deletes:
             await self.generations.delete_everywhere(user_id, deletes)
 
-    async def delete_memory(self, user_id: str, memory_id: str) -> bool:
+    async def delete_memory(
+        self, user_id: str, memory_id: str, audit: AuditRecord | None = None
+    ) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             await self.repo.lock_users_shared(conn, [user_id])
             if not await self.repo.delete_memory(conn, user_id, memory_id):
                 return False
             await self.generations.delete_everywhere(user_id, [memory_id])
             await self.repo.bump_index_revision(conn, [user_id])
+            if audit is not None:
+                await audit_repo.append(conn, audit)
         return True
 
-    async def delete_user(self, user_id: str) -> bool:
+    async def delete_user(self, user_id: str, audit: AuditRecord | None = None) -> bool:
         """Erase a user from both stores. Waits for in-flight worker batches of that user."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self.repo.lock_user_exclusive(conn, user_id)
             await self.generations.delete_user(user_id)
+            await export_repo.erase_user_traces(conn, user_id)
             existed = await self.repo.delete_user(conn, user_id)
+            if existed and audit is not None:
+                await audit_repo.append(conn, audit)
         self.retriever.forget(user_id)
         return existed
 

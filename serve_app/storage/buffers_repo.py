@@ -225,6 +225,34 @@ class BuffersRepo:
         )
 
     @staticmethod
+    async def request_idle_flushes(
+        conn: asyncpg.Connection | asyncpg.Pool, idle_s: float, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """Ask for a flush of every session whose buffers hold messages and that received no
+        message for `idle_s` seconds (the database's clock against the stored `received_at`).
+
+        A session that already has a request is left alone. Returns the sessions asked for.
+        Idempotent across worker replicas: the request is one row per session.
+        """
+        rows = await conn.fetch(
+            "INSERT INTO flush_requests (user_id, session_id, upto_seq)"
+            " SELECT b.user_id, b.session_id, s.next_seq - 1"
+            " FROM session_buffers b JOIN sessions s USING (user_id, session_id)"
+            " WHERE b.buffered_messages > 0"
+            " AND NOT EXISTS (SELECT 1 FROM flush_requests f"
+            "   WHERE f.user_id = b.user_id AND f.session_id = b.session_id)"
+            " AND NOT EXISTS (SELECT 1 FROM messages m"
+            "   WHERE m.user_id = b.user_id AND m.session_id = b.session_id"
+            "   AND m.received_at > clock_timestamp() - make_interval(secs => $1))"
+            " ORDER BY b.updated_at LIMIT $2"
+            " ON CONFLICT (user_id, session_id) DO NOTHING"
+            " RETURNING user_id, session_id",
+            float(idle_s),
+            limit,
+        )
+        return [(r["user_id"], r["session_id"]) for r in rows]
+
+    @staticmethod
     async def clear_flush(
         conn: asyncpg.Connection, user_id: str, session_id: str, upto_seq: int
     ) -> bool:

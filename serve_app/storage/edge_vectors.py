@@ -9,6 +9,12 @@ side). One process owns a shard directory, like local mode: the MemoryIndex repl
 
 Engine calls are synchronous Rust; writes and searches run in a worker thread so the replica's
 event loop keeps serving while a large batch is indexed.
+
+Edge runs no optimizer of its own: a deleted or replaced point stays in its segment, in memory
+and on disk, until `optimize()` vacuums it. Measured here, 10 rounds of 5,000 points added and
+erased: 143 -> 231 MB resident and 156 -> 254 MB on disk without it; 152-184 MB and 124-156 MB
+with `compact()` after each round (~0.07 s each). The memory index compacts changed shards
+periodically (serve_app/retrieval/generations.py).
 """
 
 from __future__ import annotations
@@ -46,10 +52,22 @@ class EdgeVectorStore:
         # Writers, opening and closing go one at a time (one lock per store); searches read
         # the open shard directly.
         self._lock = threading.Lock()
+        self._changed = False  # points written or deleted since the last compact()
 
     @classmethod
     def open(cls, *, path: str, base: str, dim: int) -> EdgeVectorStore:
         return cls(path, base, dim)
+
+    def _config(self):
+        qe = self._qe
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+            max_search_threads=1,
+            # Vacuum only: at the default threshold `optimize()` builds an HNSW graph once a
+            # segment passes ~10 MB of vectors (15.9 s for 20k x 384 here), which makes search
+            # approximate. Searches stay exact, as they have always been measured.
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=0),
+        )
 
     def _open_shard(self, create: bool):
         if self._shard is not None:
@@ -63,16 +81,12 @@ class EdgeVectorStore:
                     f"vector shard {self.base!r} holds {size}-d vectors but the embedder makes "
                     f"{self.dim}-d ones; rebuild the index for the new model"
                 )
-            shard = qe.EdgeShard.load(str(self._path))
+            shard = qe.EdgeShard.load(str(self._path), self._config())
         elif create:
             # A directory without the marker is a creation that died half-way: start it again.
             shutil.rmtree(self._path, ignore_errors=True)
             self._path.mkdir(parents=True)
-            config = qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
-                max_search_threads=1,
-            )
-            shard = qe.EdgeShard.create(str(self._path), config)
+            shard = qe.EdgeShard.create(str(self._path), self._config())
             for field, kind in _FIELDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(
@@ -119,6 +133,7 @@ class EdgeVectorStore:
             shard = self._open_shard(True)
             shard.update(qe.UpdateOperation.upsert_points(structs))
             shard.flush()
+            self._changed = True
 
         await self._run(write)
 
@@ -161,6 +176,7 @@ class EdgeVectorStore:
             )
             shard.update(qe.UpdateOperation.delete_points_by_filter(keep_user))
             shard.flush()
+            self._changed = True
 
         await self._run(remove)
 
@@ -173,8 +189,23 @@ class EdgeVectorStore:
                 return
             shard.update(qe.UpdateOperation.delete_points_by_filter(self._filter(user_id, None)))
             shard.flush()
+            self._changed = True
 
         await self._run(remove)
+
+    async def compact(self) -> bool:
+        """Vacuum deleted and replaced points out of the shard, if any point changed since the
+        last call; True when it ran."""
+
+        def vacuum() -> bool:
+            if not self._changed or self._shard is None:
+                return False
+            self._changed = False
+            self._shard.optimize()
+            self._shard.flush()
+            return True
+
+        return await self._run(vacuum)
 
     async def count(self, user_id: str) -> int:
         qe = self._qe

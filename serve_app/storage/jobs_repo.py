@@ -11,8 +11,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from serve_app.model.audit import AuditRecord
+from serve_app.security.principal import DEFAULT_TENANT
+from serve_app.storage import audit_repo
+
 JOB_COLUMNS = (
-    "id::text AS id, kind, user_id, params, state, status, stage, total, done, rate_per_s,"
+    "id::text AS id, kind, tenant, user_id, params, state, status, stage, total, done, rate_per_s,"
     " eta_s, result, error, submission_id, attempts, created_at, started_at, updated_at,"
     " finished_at"
 )
@@ -26,15 +30,39 @@ def connect(dsn: str) -> psycopg.Connection:
 # --- async, for the Ingress ---------------------------------------------------------------------
 
 
-async def create_job_async(pool: asyncpg.Pool, kind: str, user_id: str | None, params: dict) -> str:
+async def create_job_async(
+    pool: asyncpg.Pool,
+    kind: str,
+    user_id: str | None,
+    params: dict,
+    audit: AuditRecord | None = None,
+    max_active: int | None = None,
+) -> str | None:
+    """A new pending job of the audit record's tenant (`default` without one), its audit row
+    in the same transaction; None when the tenant already has `max_active` pending or
+    running jobs."""
+    tenant = audit.tenant if audit else DEFAULT_TENANT
     job_id = str(uuid.uuid4())
-    await pool.execute(
-        "INSERT INTO jobs (id, kind, user_id, params) VALUES ($1, $2, $3, $4)",
-        uuid.UUID(job_id),
-        kind,
-        user_id,
-        params,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        if max_active is not None:
+            # Serialises the tenant's job starts, so two requests cannot both take the last slot.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))", tenant)
+            active = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE tenant=$1 AND status IN ('pending', 'running')",
+                tenant,
+            )
+            if active >= max_active:
+                return None
+        await conn.execute(
+            "INSERT INTO jobs (id, kind, user_id, params, tenant) VALUES ($1, $2, $3, $4, $5)",
+            uuid.UUID(job_id),
+            kind,
+            user_id,
+            params,
+            tenant,
+        )
+        if audit is not None:
+            await audit_repo.append(conn, audit.with_objects([job_id]))
     return job_id
 
 
@@ -65,13 +93,18 @@ async def succeed_at_once_async(pool: asyncpg.Pool, job_id: str, result: dict) -
     )
 
 
-async def reopen_job_async(pool: asyncpg.Pool, job_id: str) -> None:
+async def reopen_job_async(
+    pool: asyncpg.Pool, job_id: str, audit: AuditRecord | None = None
+) -> None:
     """A failed or stopped job back to pending before it is submitted again."""
-    await pool.execute(
-        "UPDATE jobs SET status='pending', error=NULL, finished_at=NULL,"
-        " updated_at=now() WHERE id=$1::uuid",
-        job_id,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE jobs SET status='pending', error=NULL, finished_at=NULL,"
+            " updated_at=now() WHERE id=$1::uuid",
+            job_id,
+        )
+        if audit is not None:
+            await audit_repo.append(conn, audit.with_objects([job_id]))
 
 
 async def set_ended_status_async(pool: asyncpg.Pool, job_id: str, status: str) -> None:

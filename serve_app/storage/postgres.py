@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from serve_app.model.audit import AuditRecord
 from serve_app.model.entries import EntryRow
 from serve_app.model.messages import NewMessage, StoredMessage
-from serve_app.storage import locks
+from serve_app.storage import audit_repo, locks
 
 # Any constant works: serialises concurrent migration runs across processes.
 _MIGRATION_LOCK = 724_411_001
@@ -102,8 +103,10 @@ class Repository:
         session_id: str,
         messages: Sequence[NewMessage],
         session_metadata: dict | None,
+        audit: AuditRecord | None = None,
     ) -> list[str]:
-        """Store the messages not stored yet; returns the ids that were new. One transaction."""
+        """Store the messages not stored yet; returns the ids that were new. One transaction,
+        with the audit row (the new message ids) when given."""
         ids = [m.message_id for m in messages]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -162,6 +165,8 @@ class Repository:
                 len(new),
                 session_metadata,
             )
+            if audit is not None:
+                await audit_repo.append(conn, audit.with_objects([m.message_id for m in new]))
         return [m.message_id for m in new]
 
     async def count_unfinished(self, user_id: str, session_id: str, ids: Sequence[str]) -> int:

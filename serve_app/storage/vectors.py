@@ -200,6 +200,11 @@ class QdrantVectorStore:
                 wait=True,
             )
 
+    async def compact(self) -> bool:
+        """EdgeVectorStore.compact: a Qdrant server runs its own optimizers, and local mode
+        keeps plain arrays, so there is nothing to do."""
+        return False
+
     async def count(self, user_id: str) -> int:
         name = self._collection(user_id)
         if not await self.client.collection_exists(name):

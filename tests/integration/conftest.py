@@ -3,13 +3,13 @@ against the machine's PostgreSQL (a throwaway database) and Qdrant local mode.""
 
 import asyncio
 import os
-import random
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
+from deployments.local_cluster import free_port_base
 from tests.fixtures.pytest_fixtures import (  # noqa: F401  (session fixtures used below)
     offline_models_env,
     random_llmlingua2_dir,
@@ -25,27 +25,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _free_port_base() -> int:
-    # Ray needs ~1000 consecutive ports from the base (workers); pick a quiet block >= 30000.
-    for _ in range(50):
-        base = random.randrange(30000, 60000, 1000)
-        if all(_port_free(base + i) for i in range(10)):
-            return base
-    raise RuntimeError("no free port block for Ray")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
 class Running:
     def __init__(self, service, url: str) -> None:
         self.service = service
         self.url = url
+        # The key the first start wrote (no MEMSERVE_ADMIN_KEY here): what `make serve` does.
+        self.admin_key = (service.settings.data_dir / "admin.key").read_text().strip()
 
-    def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120, **kw)
+    def client(self, key: str | None = None, **kw) -> httpx.Client:
+        """A client that sends `key` (default: the admin key)."""
+        headers = {"Authorization": f"Bearer {key or self.admin_key}", **kw.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers, **kw)
+
+    def anonymous(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
 
     def restart_app(self) -> None:
         """Kill every replica of the application and deploy it again on the same data."""
@@ -65,14 +58,15 @@ def running(tmp_path_factory, random_llmlingua2_dir):  # noqa: F811
         "MEMSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "MEMSERVE_PG_DSN": dsn,
         "MEMSERVE_HTTP_PORT": str(_free_port()),
-        "MEMSERVE_RAY_PORT_BASE": str(_free_port_base()),
+        "MEMSERVE_RAY_PORT_BASE": str(free_port_base()),
         "MEMSERVE_WORKER_IDLE_POLL_S": "0.2",
         "MEMSERVE_MAX_BODY_BYTES": "200000",
         # Compression on for every test, through the real llmlingua code, with a small random
         # model (tests/fixtures/random_models.py): test_pipeline.py checks it.
         "MEMSERVE_COMPRESSOR_MODEL": str(random_llmlingua2_dir),
     }
-    saved = {k: os.environ.get(k) for k in env}
+    saved = {k: os.environ.get(k) for k in (*env, "MEMSERVE_ADMIN_KEY")}
+    os.environ.pop("MEMSERVE_ADMIN_KEY", None)
     os.environ.update(env)
     service = Service(ROOT / "configs" / "local.yaml", Settings())
     try:
@@ -86,3 +80,12 @@ def running(tmp_path_factory, random_llmlingua2_dir):  # noqa: F811
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def agent_key(running) -> str:
+    """A tenant key made through the SDK with the admin key: what an agent is given."""
+    from memserve import MemoryClient
+
+    with MemoryClient(running.url, running.admin_key) as admin:
+        return admin.create_key("agents", "agent-interfaces tests").key

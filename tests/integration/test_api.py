@@ -1,6 +1,8 @@
 """The HTTP API end to end on the real Serve application."""
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +232,21 @@ def test_health_and_docs(running):
         assert c.get("/docs").status_code == 200
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/v1/memories", "/v1/search", "/v1/users/{user_id}"} <= set(paths)
+
+
+def test_haproxy_answers_its_own_errors_with_memserves_503_page(running):
+    """Every node's HAProxy config points its 502/503/504 answers at the 503 page the ingress
+    replica installed (a kill of that replica mid-request gives clients a 503 with Retry-After)."""
+    from serve_app.serving_env import gateway_error_page
+
+    base = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+    configs = list(base.glob("*/haproxy.cfg"))
+    assert configs, f"no HAProxy config under {base}"
+    for cfg in configs:
+        pages = {
+            line.split()[2]
+            for line in cfg.read_text().splitlines()
+            if line.strip().startswith("errorfile 50")
+        }
+        assert pages == {str(cfg.parent / "500.http")}
+        assert Path(pages.pop()).read_bytes() == gateway_error_page()

@@ -20,9 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.common import auth_headers
 from benchmarks.locomo_data import load_conversations
 from benchmarks.real_llm_conversation import service_env
-from tests.integration.conftest import _free_port, _free_port_base
+from deployments.local_cluster import free_port_base
+from tests.integration.conftest import _free_port
 from tests.pg import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +43,7 @@ def service(real_llm, tmp_path_factory):
         "MEMSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "MEMSERVE_PG_DSN": dsn,
         "MEMSERVE_HTTP_PORT": str(_free_port()),
-        "MEMSERVE_RAY_PORT_BASE": str(_free_port_base()),
+        "MEMSERVE_RAY_PORT_BASE": str(free_port_base()),
         **service_env(real_llm.base_url, real_llm.model),
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -66,7 +68,7 @@ def test_locomo_session_becomes_facts_with_provenance_and_a_summary(service):
     turns = session.turns[:TURNS]
     user, sid = "real-conv-26", session.session_id
     sent = [t.message_id for t in turns]
-    with httpx.Client(base_url=service, timeout=120) as c:
+    with httpx.Client(base_url=service, timeout=120, headers=auth_headers()) as c:
         assert c.get("/readyz").json()["checks"]["ingest_worker"]["llm"]["mode"] == "llm"
         r = c.post(
             "/v1/memories",

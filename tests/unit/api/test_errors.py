@@ -42,8 +42,11 @@ def test_every_error_has_one_json_shape():
         418,
         {"error": {"code": "http_error", "message": "teapot"}},
     )
+    assert "retry-after" not in r.headers
     r = c.get("/crash")
     assert r.status_code == 503
+    # An outage recovers by itself: the client is told when to come back.
+    assert r.headers["retry-after"] == "1"
     assert r.json()["error"] == {
         "code": "unavailable",
         "message": "service temporarily unavailable: ConnectionError",

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
+from memserve.models import AddMemoriesRequest
 from serve_app.api.intake import new_messages, wait_processed
-from serve_app.api.models import AddMemoriesRequest
 
 NOW = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
 

@@ -38,7 +38,8 @@ def test_encode_throughput_measures_every_batch_size_with_full_batches():
     assert 4 in seen and 1 in seen
 
 
-async def test_run_load_counts_requests_errors_and_server_time():
+async def test_run_load_counts_requests_errors_and_server_time(monkeypatch):
+    monkeypatch.setenv("MEMSERVE_ADMIN_KEY", "ms_bench-key")
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -60,6 +61,7 @@ async def test_run_load_counts_requests_errors_and_server_time():
         transport=httpx.MockTransport(handler),
     )
     assert len(calls) == 24  # warm-up requests are sent but not measured
+    assert {c.headers["authorization"] for c in calls} == {"Bearer ms_bench-key"}
     # Measured indices 4..23: 5, 10, 15, 20 are errors.
     assert res.errors == 4
     assert len(res.latencies_ms) == 16

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.synthetic import chunks, questions, session_messages
-from serve_app.api.models import AddMemoriesRequest, SearchRequest
+from memserve.models import AddMemoriesRequest, SearchRequest
 
 
 def test_sessions_are_reproducible_and_ids_unique():

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from deployments.app import build_app, compression_status, compressor_model, resolve_settings
+from serve_app.api.readiness import compression_without_compressor, report
 from serve_app.profiles import LOCAL, T4, BatchedGroup
 from serve_app.settings import Settings
 from tests.pg import create_database, drop_database
@@ -89,8 +90,15 @@ def test_external_store_profiles_need_their_urls(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="MEMSERVE_QDRANT_URL"):
         resolve_settings(profile_embedded=False)
     monkeypatch.setenv("MEMSERVE_QDRANT_URL", "http://qdrant.test:6333")
+    monkeypatch.delenv("MEMSERVE_ADMIN_KEY", raising=False)
     settings = resolve_settings(profile_embedded=False)
     assert settings.data_dir == tmp_path.resolve()
+    # Every replica gets the one admin key: here the one the build wrote.
+    written = (tmp_path / "admin.key").read_text().strip()
+    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == written
+    monkeypatch.setenv("MEMSERVE_ADMIN_KEY", "ms_from-the-environment-000000")
+    key = resolve_settings(profile_embedded=False).admin_key
+    assert key is not None and key.get_secret_value() == "ms_from-the-environment-000000"
 
 
 def test_compressor_model_prefers_the_environment_then_the_profile(monkeypatch):
@@ -109,6 +117,7 @@ def test_compression_status_says_why(monkeypatch, tmp_path, random_llmlingua2_di
         "model": None,
         "reason": "profile 'local' has no compressor group",
         "rate": None,
+        "required": False,
     }
 
     monkeypatch.setenv("MEMSERVE_COMPRESSOR_MODEL", str(random_llmlingua2_dir))
@@ -121,3 +130,29 @@ def test_compression_status_says_why(monkeypatch, tmp_path, random_llmlingua2_di
     monkeypatch.setenv("MEMSERVE_COMPRESSOR_MODEL", str(tmp_path / "missing"))
     status = compression_status(Settings(), LOCAL)
     assert status["enabled"] is False and status["rate"] is None and status["reason"]
+    # The local profile names no model: compression is optional there, readiness holds.
+    assert status["required"] is False
+    assert compression_without_compressor(status)["ok"] is True
+
+
+def test_a_gpu_profile_without_its_compressor_weights_is_not_ready(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEMSERVE_COMPRESSOR_MODEL", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status = compression_status(Settings(), T4)
+    assert status["model"] == T4.compressor.model
+    assert (status["enabled"], status["required"]) == (False, True)
+    assert "not in the local Hugging Face cache" in status["reason"]
+
+    check = compression_without_compressor(status)
+    assert check["ok"] is False
+    assert check["error"].startswith("profile expects compression, which is off: ")
+    code, body = report(
+        {
+            "postgresql": {"ok": True},
+            "memory_index": {"ok": True, "qdrant": "server"},
+            "embedder": {"ok": True},
+            "ingest_worker": {"ok": True, "compression": check},
+        }
+    )
+    assert (code, body["status"], body["checks"]["compressor"]["ok"]) == (503, "not_ready", False)

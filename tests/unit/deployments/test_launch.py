@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from deployments import launch
 from deployments.launch import load_config, main
@@ -93,3 +94,17 @@ def test_main_refuses_extra_arguments(fake_service):
     with pytest.raises(SystemExit):
         main(["configs/local.yaml", "configs/t4.yaml"])
     assert fake_service.started == []
+
+
+def test_the_launcher_says_where_the_admin_key_is(tmp_path):
+    service = launch.Service(
+        Path("configs/local.yaml"), Settings(data_dir=tmp_path, admin_key=None)
+    )
+    where = service.admin_key_source()
+    assert where == str((tmp_path / "admin.key").resolve())
+    assert (tmp_path / "admin.key").read_text().startswith("ms_")
+    env = Settings(data_dir=tmp_path / "other", admin_key=SecretStr("ms_env-key-0000000000000"))
+    assert (
+        launch.Service(Path("configs/local.yaml"), env).admin_key_source() == "MEMSERVE_ADMIN_KEY"
+    )
+    assert not (tmp_path / "other").exists()

@@ -37,6 +37,10 @@ def test_same_vectors_as_sentence_transformers(model_dir, tmp_path_factory):
     assert again.graph == graph and graph.stat().st_mtime_ns == mtime
     assert np.allclose(again.encode(TEXTS[:1]), got[:1], atol=1e-6)
     assert encoder.encode([]).shape == (0, 384)
+    # Tensors come from malloc, which replicas trim: ORT's own arena never shrinks.
+    assert not encoder.session.get_session_options().enable_cpu_mem_arena
+    with_arena = OnnxSentenceEncoder(model_dir, cache, memory_arena=True)
+    assert with_arena.session.get_session_options().enable_cpu_mem_arena
 
 
 def test_refuses_other_poolings(model_dir, tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
+from memserve.models import JobRequest
 from serve_app.api.errors import ApiError
-from serve_app.api.models import JobRequest
 from serve_app.maintenance.orchestration import JobOrchestrator
 from serve_app.storage import jobs_repo
 from serve_app.storage.postgres import Repository, create_pool, migrate
@@ -133,3 +133,35 @@ async def test_reextract_the_service_cannot_do_is_refused_before_a_row_exists(re
     with pytest.raises(ApiError) as e:
         await jobs.status("00000000-0000-0000-0000-000000000000")
     assert (e.value.status, e.value.code) == (404, "unknown_job")
+
+
+async def test_tenant_jobs_are_limited_hidden_from_other_tenants_and_audited(repo):
+    from serve_app.model.audit import AuditRecord
+
+    await repo.pool.execute("INSERT INTO users (user_id) VALUES ('acme/alice')")
+    sub = FakeSubmitter()
+    jobs = orchestrator(repo, sub)
+    acme = AuditRecord("k1", "acme", "job_start", request_id="r", user_id="alice")
+    # The route scopes the caller's user id (which cannot hold '/') after validation.
+    req = JobRequest(kind="link", user_id="alice").model_copy(update={"user_id": "acme/alice"})
+    status, body = await jobs.start(req, acme, max_active=1)
+    assert (status, body["user_id"]) == (202, "alice")
+    assert sub.calls[-1][2] == "acme/alice"  # the job works on the stored id
+    with pytest.raises(ApiError) as e:
+        await jobs.start(req, acme, max_active=1)
+    assert (e.value.status, e.value.code) == (429, "too_many_jobs")
+    assert e.value.headers == {"Retry-After": "10"}
+    assert (await jobs.status(body["id"], "acme"))["user_id"] == "alice"
+    assert (await jobs.status(body["id"]))["user_id"] == "acme/alice"  # the admin's view
+    with pytest.raises(ApiError) as e:
+        await jobs.status(body["id"], "beta")
+    assert e.value.status == 404
+    with pytest.raises(ApiError) as e:
+        await jobs.start(JobRequest(kind="link", job_id=body["id"]), acme.in_tenant("beta"))
+    assert (e.value.status, e.value.code) == (404, "unknown_job")
+    with pytest.raises(ApiError) as e:
+        nobody = JobRequest(kind="link").model_copy(update={"user_id": "acme/nobody"})
+        await jobs.start(nobody, acme)
+    assert e.value.message == "user 'nobody' has no memories"
+    rows = await repo.pool.fetch("SELECT action, object_ids, request_id FROM audit_log")
+    assert [tuple(r) for r in rows] == [("job_start", [body["id"]], "r")]

@@ -173,3 +173,22 @@ async def _updated_at(repo, entry_id: str):
     return await repo.pool.fetchval(
         "SELECT updated_at FROM memory_entries WHERE id=$1::uuid", entry_id
     )
+
+
+async def test_changed_stores_of_every_generation_are_compacted_at_most_every_interval(life):
+    gens = life.gens
+    await gens.create("other")
+    calls = []
+
+    def counting(n: int):
+        async def compact() -> bool:
+            calls.append(n)
+            return True
+
+        return compact
+
+    for g in gens.generations.values():
+        g.store.compact = counting(g.number)
+    assert await gens.compact(every_s=3600) == 2 and sorted(calls) == [0, 1]
+    assert await gens.compact(every_s=3600) == 0 and len(calls) == 2  # within the interval
+    assert await gens.compact(every_s=0) == 2 and len(calls) == 4

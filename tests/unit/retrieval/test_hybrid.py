@@ -98,6 +98,26 @@ async def test_hybrid_reranks_the_fusion_of_the_question_without_speaker_names(
     assert {x["speaker"] for x in results[:3]} == {"Ben"}
 
 
+async def test_explain_gives_each_rankings_score_of_every_result(repo, vectors, memories):
+    r = retriever(repo, vectors, retrieval_candidates=8)
+    question = "What does Ben do with his guitar?"
+    results = await r.search("u", question, 8, NONE, "hybrid", explain=True)
+    text = "What does do with his guitar?"
+    vec = dict(await vectors.search("u", bow(text), 8))
+    idx = await r.user_index("u", 0, 1)
+    lex = idx.bm25.search(text, 8, None)
+    fused = dict(fuse([list(vec.items()), lex], method="score", weights=(0.7, 1.0), k=60.0))
+    for x in results:
+        assert x["scores"] == pytest.approx(
+            {"vector": vec.get(x["id"]), "bm25": dict(lex).get(x["id"]), "fused": fused[x["id"]]}
+        )
+    assert any(x["scores"]["bm25"] is None for x in results)  # a vector-only hit
+    assert "scores" not in (await r.search("u", question, 8, NONE, "hybrid"))[0]
+    [hit] = await r.search("u", "guitar", 1, NONE, "bm25", explain=True)
+    assert hit["scores"]["vector"] is None and hit["scores"]["fused"] is None
+    assert hit["scores"]["bm25"] == pytest.approx(hit["score"])
+
+
 async def test_filters_restrict_every_strategy(repo, vectors, memories):
     r = retriever(repo, vectors)
     cases = {

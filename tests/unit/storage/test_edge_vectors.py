@@ -51,3 +51,53 @@ async def test_dimension_mismatch_is_refused(tmp_path):
         await other.upsert(
             [VectorPoint(str(uuid.uuid4()), [0.0] * DIM * 2, "alice", "s", T0, None)]
         )
+
+
+def _disk(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+async def test_compact_vacuums_deleted_points_once_after_changes(tmp_path):
+    store = EdgeVectorStore(tmp_path, "t", DIM)
+    assert await store.compact() is False  # no shard yet
+    rng = np.random.default_rng(0)
+    pts = [
+        VectorPoint(str(uuid.uuid4()), rng.normal(size=DIM).tolist(), "alice", "s", T0, None)
+        for _ in range(2000)  # Edge vacuums segments of 1,000 points or more
+    ]
+    await store.upsert(pts)
+    await store.delete_user("alice")
+    before = _disk(tmp_path)
+    assert await store.compact() is True
+    assert _disk(tmp_path) < before  # the deleted points are gone from the segments
+    assert await store.compact() is False  # nothing changed since
+    await store.upsert(pts[:1])
+    assert await store.count("alice") == 1
+    assert await store.compact() is True
+    assert await store.count("alice") == 1
+    await store.close()
+
+
+async def test_compaction_never_builds_an_approximate_index(tmp_path):
+    """Shards made before the setting get it when loaded: search stays exact."""
+    import qdrant_edge as qe
+
+    dim = 384  # 20k x 384 float32: past the default indexing threshold (~10 MB of vectors)
+    old = qe.EdgeShard.create(
+        str(tmp_path / "t"), qe.EdgeConfig(vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine))
+    )
+    old.close()
+    (tmp_path / "t" / "memserve-vectors.json").write_text(f'{{"dim": {dim}}}')
+    store = EdgeVectorStore(tmp_path, "t", dim)
+    rng = np.random.default_rng(1)
+    pts = [
+        VectorPoint(str(uuid.uuid4()), rng.normal(size=dim).tolist(), "alice", "s", T0, None)
+        for _ in range(20_000)
+    ]
+    for k in range(0, len(pts), 5000):
+        await store.upsert(pts[k : k + 5000])
+    await store.delete("alice", [p.id for p in pts[:5000]])
+    assert await store.compact() is True
+    assert store._shard.info().indexed_vectors_count == 0
+    assert await store.count("alice") == 15_000
+    await store.close()

@@ -1,11 +1,14 @@
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from serve_app.model.entries import EntryRow, entry_id
 from serve_app.model.messages import NewMessage
 from serve_app.storage.buffers_repo import BufferedUpdate, BuffersRepo
 from serve_app.storage.postgres import _migrations, migrate
+from tests.pg import admin_dsn
 
 T0 = datetime(2023, 5, 20, tzinfo=UTC)
 
@@ -120,3 +123,33 @@ async def test_failures_are_counted_then_marked_failed(repo):
     assert status["counts"]["failed"] == 1 and status["counts"]["pending"] == 0
     last_error = await repo.pool.fetchval("SELECT last_error FROM messages")
     assert last_error == "boom"
+
+
+async def test_the_pool_reconnects_after_the_server_dropped_its_connections(repo):
+    """An external server that restarts or drops sessions: the same pool serves again."""
+    pool = repo.pool
+    await repo.add_messages("u", "s", [msg("m1")], None)
+    database = await pool.fetchval("SELECT current_database()")
+    admin = await asyncpg.connect(admin_dsn())
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            in_flight = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(5)"))
+            await asyncio.sleep(0.3)
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            # A statement in flight when the connection goes fails (the API answers 503) ...
+            with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+                await in_flight
+        # Every connection of the pool open, then all of them dropped by the server.
+        await asyncio.gather(*(pool.fetchval("SELECT pg_sleep(0.1)") for _ in range(4)))
+        dropped = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            database,
+        )
+        assert dropped == 4
+        await asyncio.sleep(0.5)
+        # ... and the pool replaces its closed connections on the next acquire.
+        assert (await repo.session_status("u", "s"))["counts"]["received"] == 1
+        assert await pool.fetchval("SELECT count(*) FROM messages") == 1
+    finally:
+        await admin.close()

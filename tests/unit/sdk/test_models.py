@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from serve_app.api.models import AddMemoriesRequest, JobRequest, MemoryPatch, SearchRequest
+from memserve.models import AddMemoriesRequest, JobRequest, MemoryPatch, SearchRequest
 
 
 def _add(**kw):
@@ -61,6 +61,11 @@ def test_search_defaults_and_limits():
                 "filters": {"time_from": "2024-01-02", "time_to": "2024-01-01"},
             }
         )
+    for bad in ({}, [], 5, True):
+        with pytest.raises(ValidationError, match="must be a timestamp string"):
+            SearchRequest.model_validate(
+                {"user_id": "u", "query": "q", "filters": {"time_to": bad}}
+            )
 
 
 def test_patch_needs_a_change():
@@ -112,3 +117,21 @@ def test_reextract_request_validation():
 
 def test_search_request_expand_links_defaults_off():
     assert SearchRequest(user_id="u", query="q").expand_links is False
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"messages": [{"role": "user", "content": "a\x00b"}]}, "NUL"),
+        ({"metadata": {"k\x00": 1}}, "NUL"),
+        ({"messages": [{"role": "user", "content": "a\ud800"}]}, "surrogates"),
+        ({"metadata": {"k": [1.0, float("nan")]}}, "finite"),
+        ({"metadata": {"k": {"deep": float("inf")}}}, "finite"),
+    ],
+)
+def test_what_postgresql_cannot_store_is_refused(change, why):
+    body = {"user_id": "u", "session_id": "s", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ValidationError, match=why):
+        AddMemoriesRequest.model_validate({**body, **change})
+    with pytest.raises(ValidationError, match="NUL"):
+        MemoryPatch.model_validate({"memory": "a\x00"})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from serve_app.timeparse import TimestampError, parse_timestamp
+from memserve.timeparse import TimestampError, parse_timestamp
 
 # Ids end up in URLs, logs and collection names: keep them printable and bounded.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"
@@ -23,8 +24,40 @@ MessageId = Annotated[str, StringConstraints(min_length=1, max_length=256, patte
 Metadata = dict[str, Any]
 
 
+def _unstorable(value: Any) -> str | None:
+    """Why PostgreSQL could not store `value` (text and jsonb refuse NUL characters and what
+    is not UTF-8, such as lone surrogates; jsonb refuses NaN and infinities), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "text may not contain NUL (\\u0000) characters"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "text must be valid Unicode (no lone surrogates)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite"
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return None
+    for v in items:
+        if (why := _unstorable(v)) is not None:
+            return why
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        if (why := _unstorable(data)) is not None:
+            raise ValueError(why)
+        return data
 
 
 class MessageIn(_Strict):
@@ -93,6 +126,8 @@ class SearchFilters(_Strict):
     def _parse_ts(cls, v: Any) -> datetime | None:
         if v is None:
             return None
+        if not isinstance(v, str | datetime):
+            raise ValueError("must be a timestamp string")
         try:
             return parse_timestamp(v)
         except (TimestampError, TypeError) as e:
@@ -113,6 +148,9 @@ class SearchRequest(_Strict):
     strategy: Literal["hybrid", "embedding", "bm25"] = "hybrid"
     expand_links: bool = Field(
         default=False, description="also return the memories linked to each hit (link job)"
+    )
+    explain: bool = Field(
+        default=False, description="each result's vector, BM25 and fused scores (`scores`)"
     )
 
     @field_validator("query")
@@ -158,11 +196,20 @@ class LinkedMemory(Memory):
     link_score: float
 
 
+class ScoreParts(BaseModel):
+    """Where a result's score came from; None where that ranking did not return it."""
+
+    vector: float | None = Field(description="similarity in the vector index")
+    bm25: float | None = Field(description="BM25 score")
+    fused: float | None = Field(description="hybrid: the fused score, before the rerank signals")
+
+
 class ScoredMemory(Memory):
     score: float
     linked: list[LinkedMemory] | None = Field(
         default=None, description="with expand_links: memories linked to this one"
     )
+    scores: ScoreParts | None = Field(default=None, description="with explain")
 
 
 class SearchResponse(BaseModel):
@@ -171,12 +218,14 @@ class SearchResponse(BaseModel):
 
     @classmethod
     def from_search(cls, res: dict, expand_links: bool) -> SearchResponse:
-        """The retrieval component's answer (rows with `score`, and `linked` rows)."""
+        """The retrieval component's answer (rows with `score`, `scores` when explained, and
+        `linked` rows)."""
         return cls(
             results=[
                 ScoredMemory(
                     **Memory.from_row(r).model_dump(),
                     score=r["score"],
+                    scores=ScoreParts(**r["scores"]) if "scores" in r else None,
                     linked=(
                         [
                             LinkedMemory(
@@ -238,6 +287,23 @@ class TokenCounts(BaseModel):
         default=None, description="compressed / raw tokens of compressed messages"
     )
 
+    @classmethod
+    def from_session(cls, s: dict) -> TokenCounts:
+        """From a `sessions` row's counters."""
+        ratio = (
+            round(s["compressed_tokens"] / s["raw_tokens"], 4)
+            if s["compressed_tokens"] and s["raw_tokens"]
+            else None
+        )
+        return cls(
+            raw=s["raw_tokens"],
+            compressed=s["compressed_tokens"],
+            llm_input=s["llm_input_tokens"],
+            llm_output=s["llm_output_tokens"],
+            llm_calls=s["llm_calls"],
+            compression_ratio=ratio,
+        )
+
 
 class SessionStatus(BaseModel):
     session_id: str
@@ -260,24 +326,12 @@ class SessionStatus(BaseModel):
     ) -> SessionStatus:
         """From the store's session status ({session: row, counts, memories}) and LLM work."""
         s = st["session"]
-        ratio = (
-            round(s["compressed_tokens"] / s["raw_tokens"], 4)
-            if s["compressed_tokens"] and s["raw_tokens"]
-            else None
-        )
         return cls(
             session_id=session_id,
             user_id=user_id,
             messages=MessageCounts(**st["counts"]),
             memories=st["memories"],
-            tokens=TokenCounts(
-                raw=s["raw_tokens"],
-                compressed=s["compressed_tokens"],
-                llm_input=s["llm_input_tokens"],
-                llm_output=s["llm_output_tokens"],
-                llm_calls=s["llm_calls"],
-                compression_ratio=ratio,
-            ),
+            tokens=TokenCounts.from_session(s),
             pipeline=PipelineCounts(segments=s["segments"], flushes=s["flushes"]),
             llm=llm,
             summary=s["summary"],
@@ -287,9 +341,157 @@ class SessionStatus(BaseModel):
         )
 
 
+# --- the memory viewer's reads ------------------------------------------------------------------
+
+
+class UserSummary(BaseModel):
+    user_id: str
+    created_at: datetime
+    sessions: int
+    messages: int
+    memories: int
+
+
+class UserList(BaseModel):
+    users: list[UserSummary]
+    next_after: str | None = Field(description="pass as `after` for the next page; None: last")
+
+
+class SessionSummary(BaseModel):
+    """One session in a user's list: pipeline status, tokens, memories."""
+
+    session_id: str
+    messages: MessageCounts
+    memories: int
+    tokens: TokenCounts
+    pipeline: PipelineCounts
+    summary: str | None
+    metadata: Metadata
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, r: dict) -> SessionSummary:
+        """From a row of the viewer's session list (the session and its counts together)."""
+        return cls(
+            session_id=r["session_id"],
+            messages=MessageCounts(
+                **{k: r[k] for k in ("received", "processed", "pending", "buffered", "failed")}
+            ),
+            memories=r["memories"],
+            tokens=TokenCounts.from_session(r),
+            pipeline=PipelineCounts(segments=r["segments"], flushes=r["flushes"]),
+            summary=r["summary"],
+            metadata=r["metadata"] or {},
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+
+
+class StoredMessageView(BaseModel):
+    """A message as stored, with where the pipeline is with it."""
+
+    message_id: str
+    seq: int
+    role: str
+    name: str | None
+    content: str
+    timestamp: datetime
+    status: Literal["pending", "buffered", "done", "failed"]
+    attempts: int
+    last_error: str | None
+    compressed: str | None
+    raw_tokens: int | None
+    compressed_tokens: int | None
+    received_at: datetime
+    processed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, r: dict) -> StoredMessageView:
+        return cls(
+            **{k: v for k, v in r.items() if k not in ("ts", "session_id")}, timestamp=r["ts"]
+        )
+
+
+class MessageList(BaseModel):
+    messages: list[StoredMessageView]
+    next_after_seq: int | None = Field(description="pass as `after_seq` for more; None: last")
+
+
+class MemoryLinkView(BaseModel):
+    memory: Memory
+    reason: str
+    link_score: float
+
+
+class Revision(BaseModel):
+    revision: int
+    old_text: str
+    new_text: str
+    old_source_ids: list[str]
+    merged_ids: list[str]
+    job_id: str | None
+    created_at: datetime
+
+
+class Tombstone(BaseModel):
+    id: str
+    entry: Metadata = Field(description="the removed memory's row")
+    action: str
+    reason: str
+    superseded_by: str | None
+    job_id: str | None
+    created_at: datetime
+
+
+class MemoryDetails(BaseModel):
+    """A memory with where it came from and what happened to it."""
+
+    memory: Memory | None = Field(description="None when the memory was removed")
+    removed: Tombstone | None = Field(description="its tombstone, when it was removed")
+    sources: list[StoredMessageView]
+    links: list[MemoryLinkView]
+    revisions: list[Revision]
+    tombstones: list[Tombstone] = Field(
+        description="its own tombstone and those of the memories it superseded"
+    )
+
+
+class TombstoneList(BaseModel):
+    tombstones: list[Tombstone]
+
+
+class FeedMemory(Memory):
+    user_id: str
+
+
+class Feed(BaseModel):
+    memories: list[FeedMemory] = Field(description="in the order they were written")
+    cursor: str | None = Field(description="pass back to get only what was written since")
+
+
+class GrowthPoint(BaseModel):
+    start: datetime
+    memories: int
+
+
+class MemoryGrowth(BaseModel):
+    bucket: Literal["minute", "hour", "day"]
+    points: list[GrowthPoint]
+
+
 class Deleted(BaseModel):
     deleted: bool = True
     id: str
+
+
+class ImportResult(BaseModel):
+    user_id: str
+    imported: dict[str, int]  # records loaded per kind of the export
 
 
 class ErrorBody(BaseModel):
@@ -405,3 +607,76 @@ class JobStatus(BaseModel):
     started_at: datetime | None
     updated_at: datetime
     finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+
+
+# Keys and the audit log.
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
+Tenant = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=TENANT_PATTERN)]
+
+
+class KeyCreate(_Strict):
+    tenant: Tenant
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    expires_at: datetime | None = Field(default=None, description="no expiry when omitted")
+    rate_limit_per_min: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="default: MEMSERVE_RATE_LIMIT_PER_MIN"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        if v <= datetime.now(UTC):
+            raise ValueError("expires_at is in the past")
+        return v
+
+
+class KeyInfo(BaseModel):
+    """An API key as listed: never the secret itself."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    rate_limit_per_min: int | None = None
+
+
+class KeyCreated(KeyInfo):
+    """The answer to creating a key: the only time its secret is shown."""
+
+    key: str = Field(description="the secret: shown only in this answer")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyInfo]
+
+
+class AuditEntry(BaseModel):
+    """One change: who (key, tenant), what (action, object ids), to whom (user id), when."""
+
+    id: int
+    at: datetime
+    key_id: str
+    tenant: str
+    user_id: str | None
+    action: str
+    object_ids: list[str]
+    request_id: str | None
+
+
+class AuditList(BaseModel):
+    entries: list[AuditEntry]
+    next_after: int | None = Field(
+        default=None, description="more rows: pass as `after` for the next page"
+    )

@@ -39,7 +39,10 @@ def parse_timestamp(value: str | datetime) -> datetime:
                 ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise TimestampError(f"timestamp {value!s} is out of range") from None
 
 
 def _from_lightmem(m: re.Match[str], text: str) -> datetime:

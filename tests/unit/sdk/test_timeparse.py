@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from serve_app.timeparse import TimestampError, parse_timestamp, weekday_name
+from memserve.timeparse import TimestampError, parse_timestamp, weekday_name
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,10 @@ def test_rejects_bad_timestamps_with_a_reason(text, fragment):
 
 def test_weekday_name():
     assert weekday_name(datetime(2023, 5, 20, tzinfo=UTC)) == "Sat"
+
+
+def test_timestamps_that_leave_the_calendar_in_utc_are_errors():
+    with pytest.raises(TimestampError, match="out of range"):
+        parse_timestamp("0001-01-01T00:00:00+05:00")
+    with pytest.raises(TimestampError, match="out of range"):
+        parse_timestamp("9999-12-31T23:59:59-05:00")

@@ -1,0 +1,1 @@
+"""HTTP API v1 by area, as FastAPI routers; serve_app.api.app assembles them."""

@@ -1,0 +1,1 @@
+"""API keys, tenants and rate limits: pure logic (no web framework, no SQL)."""
