@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from deployments.local_cluster import free_port_base
+from deployments.local_cluster import free_port, free_port_base
 from serve_app.security.keys import admin_key_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,12 +78,6 @@ def write_result(name: str, data: dict, out_dir: Path | None = None) -> Path:
 
 
 # --- a private service -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_address() -> str:

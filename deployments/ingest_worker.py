@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from deployments.handles import direct
 from serve_app.api.readiness import compression_without_compressor
 from serve_app.ingest.idle import IdleFlusher
 from serve_app.ingest.llm_step import LLMStep
@@ -48,9 +49,9 @@ class IngestWorkerDeployment:
         self.settings = Settings(**settings_env)
         self.profile = get_profile(profile)
         self.llm_handle = llm  # the in-cluster LLM deployment (profile backend vllm) or None
-        self.embedder = embedder
-        self.memory_index = memory_index
-        self.compressor = compressor
+        self.embedder = direct(embedder)
+        self.memory_index = direct(memory_index)
+        self.compressor = direct(compressor)
         self.compression = compression or {
             "enabled": compressor is not None,
             "reason": "no compression status given",
@@ -58,7 +59,7 @@ class IngestWorkerDeployment:
         self.pool = await create_pool(
             self.settings.pg_dsn, self.settings.pg_pool_min, self.settings.pg_pool_max
         )
-        self.embedding_model = (await embedder.info.remote())["model"]
+        self.embedding_model = (await self.embedder.info.remote())["model"]
         self.processor = IngestProcessor(
             Repository(self.pool),
             self._embed,

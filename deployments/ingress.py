@@ -5,6 +5,7 @@ handles, the JobOrchestrator, the admin key and how many replicas share the rate
 import ray
 from ray import serve
 
+from deployments.handles import direct
 from jobs import submit as job_submit
 from serve_app.api.app import create_app
 from serve_app.api.services import Services, install
@@ -23,6 +24,7 @@ class IngressDeployment:
         self, settings_env: dict, memory_index, worker, embedder, replicas: int = 1
     ) -> None:
         settings = Settings(**settings_env)
+        memory_index, worker, embedder = direct(memory_index), direct(worker), direct(embedder)
         secret = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.services = Services(
             settings=settings,

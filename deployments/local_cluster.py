@@ -158,7 +158,7 @@ def free_port_base() -> int:
     blocks = [b for b in range(20000, _ephemeral_low() - 999, 1000) if b != default]
     random.shuffle(blocks)
     for base in blocks:
-        if not any(_port_open(p) for p in range(base, base + 9)):
+        if not held_ports(base):
             return base
     raise RuntimeError("no free block of Ray ports between 20000 and the ephemeral range")
 
@@ -175,7 +175,7 @@ def wait_ports_free(port_base: int, timeout_s: float) -> None:
     of them within seconds); raise if another process keeps them."""
     deadline = time.monotonic() + timeout_s
     while True:
-        busy = [p for p in range(port_base, port_base + 9) if _port_open(p)]
+        busy = held_ports(port_base)
         if not busy:
             return
         if time.monotonic() > deadline:
@@ -184,6 +184,21 @@ def wait_ports_free(port_base: int, timeout_s: float) -> None:
                 " (MEMSERVE_RAY_PORT_BASE)"
             )
         time.sleep(0.5)
+
+
+def held_ports(port_base: int) -> list[int]:
+    """The fixed ports of a cluster on `port_base` (GCS, node manager, ..., the runtime-env
+    agent: base .. base + 8) that something listens on."""
+    return [p for p in range(port_base, port_base + 9) if _port_open(p)]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a service's HTTP port or a test's server."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:

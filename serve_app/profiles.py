@@ -38,6 +38,10 @@ class GroupResources(BaseModel):
     gpu_memory_bytes: int | None = Field(default=None, ge=0)
     max_ongoing_requests: int = Field(default=64, ge=1)
     max_queued_requests: int = -1
+    # Serve's per-request access log line, written by the replica for every HTTP request and
+    # every handle call: on the search path that is two log records per search. Off by default
+    # (errors are still logged; writes are in the audit log); on for debugging.
+    access_log: bool = False
 
     @property
     def max_replicas(self) -> int:
@@ -64,7 +68,11 @@ class GroupResources(BaseModel):
         return opts
 
     def deployment_options(self) -> dict:
-        return {"ray_actor_options": self.ray_actor_options(), **self.scaling_options()}
+        return {
+            "ray_actor_options": self.ray_actor_options(),
+            "logging_config": {"enable_access_log": self.access_log},
+            **self.scaling_options(),
+        }
 
 
 class BatchedGroup(GroupResources):

@@ -19,16 +19,19 @@ class Encoder(Protocol):
 
 
 def load_encoder(model: str, backend: str, threads: int, cache_dir: Path) -> Encoder:
-    """The model for in-process encoding: ONNX Runtime (`backend="onnx"`) falls back to torch
-    for a model it cannot reproduce, and says so in the log."""
+    """The model for in-process encoding: ONNX Runtime (`backend="onnx"`, or `"onnx-int8"` for
+    its int8-quantized graph) falls back to torch for a model it cannot reproduce, and says so
+    in the log."""
     from serve_app.encoding.torch_encoder import Embedder
     from serve_app.settings import resolve_embedding_model
 
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         from serve_app.encoding.onnx_encoder import OnnxSentenceEncoder, UnsupportedModel
 
         try:
-            return OnnxSentenceEncoder(resolve_embedding_model(model), cache_dir, threads)
+            return OnnxSentenceEncoder(
+                resolve_embedding_model(model), cache_dir, threads, int8=backend == "onnx-int8"
+            )
         except (UnsupportedModel, OSError) as e:
             logger.warning("ONNX encoder unavailable for %s (%s); using torch", model, e)
     return Embedder(model, "cpu", threads)

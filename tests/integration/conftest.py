@@ -3,13 +3,12 @@ against the machine's PostgreSQL (a throwaway database) and Qdrant local mode.""
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from deployments.local_cluster import free_port_base
+from deployments.local_cluster import free_port, free_port_base
 from tests.fixtures.pytest_fixtures import (  # noqa: F401  (session fixtures used below)
     offline_models_env,
     random_llmlingua2_dir,
@@ -17,12 +16,6 @@ from tests.fixtures.pytest_fixtures import (  # noqa: F401  (session fixtures us
 from tests.pg import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:
@@ -57,7 +50,7 @@ def running(tmp_path_factory, random_llmlingua2_dir):  # noqa: F811
     env = {
         "MEMSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "MEMSERVE_PG_DSN": dsn,
-        "MEMSERVE_HTTP_PORT": str(_free_port()),
+        "MEMSERVE_HTTP_PORT": str(free_port()),
         "MEMSERVE_RAY_PORT_BASE": str(free_port_base()),
         "MEMSERVE_WORKER_IDLE_POLL_S": "0.2",
         "MEMSERVE_MAX_BODY_BYTES": "200000",

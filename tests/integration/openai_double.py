@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI, Request
 
+from deployments.local_cluster import free_port
 from serve_app.pipeline.tokens import count_tokens
 
 LINE = re.compile(r"^\[(m\d+)\] \d\d:\d\d ([^:]+): (.*)$")
@@ -105,7 +105,7 @@ def _app(double: OpenAIDouble) -> FastAPI:
 
 class OpenAIDouble:
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.requests = 0
         self.bad_replies = 0  # the next N replies are not JSON
         self.system_prompts: list[str] = []  # the first message of every request
@@ -138,9 +138,3 @@ class OpenAIDouble:
         assert self._thread is not None
         self._thread.join(10)
         self._server = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

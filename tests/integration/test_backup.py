@@ -32,7 +32,7 @@ QUERIES = ["What pet does Bruno have?", "Where did Bruno move?", "Who comes over
 
 async def _restored_searches(settings: Settings, user: str) -> list:
     model = settings.embedding_model
-    encoder = load_encoder(model, "onnx", 1, settings.model_cache_dir)
+    encoder = load_encoder(model, settings.query_encoder, 1, settings.model_cache_dir)
     queries = BatchingEncoder(encoder.encode)
     index = await MemoryIndex.open(settings, model, encoder.dim, queries.encode, lambda m: None)
     try:

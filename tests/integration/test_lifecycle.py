@@ -19,9 +19,9 @@ import httpx
 import psutil
 import pytest
 
-from deployments.local_cluster import free_port_base
+from deployments.local_cluster import free_port, free_port_base
 from serve_app.storage import embedded_pg
-from tests.integration.conftest import ROOT, _free_port
+from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,7 @@ def wait_found(c: httpx.Client, text: str, session: str, timeout_s: float) -> fl
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    service = Launched(tmp_path_factory.mktemp("data"), _free_port(), free_port_base())
+    service = Launched(tmp_path_factory.mktemp("data"), free_port(), free_port_base())
     try:
         service.wait_up()
         yield service
@@ -261,7 +261,7 @@ def test_ctrl_c_stops_everything_within_10_s(launched):
 
 
 def test_a_start_after_a_hard_kill_adopts_the_orphaned_postgresql(tmp_path):
-    data_dir, port, base = tmp_path / "data", _free_port(), free_port_base()
+    data_dir, port, base = tmp_path / "data", free_port(), free_port_base()
     data_dir.mkdir()
     first = Launched(data_dir, port, base)
     second = None

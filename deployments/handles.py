@@ -1,0 +1,21 @@
+"""How replicas call each other: by value over the callee's gRPC server.
+
+Every Serve replica runs an inter-deployment gRPC server. A handle with `_by_reference=False`
+sends the call and its answer there directly, instead of as a Ray actor task whose result goes
+through the object store. The calls between memserve's groups are small arguments and answers
+(a query and ten memories, a batch of texts and its vectors), where the actor-task path is
+mostly overhead: hybrid search at 10,000 memories, 8 clients, measured here in one run, 48 ->
+66 requests/s with this alone (README, Fast data path). Composition (a response passed to
+another call) still works: Serve resolves it first.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+H = TypeVar("H")
+
+
+def direct(handle: H) -> H:
+    """`handle` (a DeploymentHandle, or None) calling by value over gRPC."""
+    return None if handle is None else handle.options(_by_reference=False)
