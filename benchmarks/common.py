@@ -172,8 +172,10 @@ def running_service(
     pg_admin_dsn: str | None = None,
     env: dict[str, str] | None = None,
     keep_data: bool = False,
+    data_dir: Path | None = None,
 ) -> Iterator[RunningService]:
-    """The real app (configs/local.yaml) on a private Ray cluster, fresh data directory.
+    """The real app (configs/local.yaml) on a private Ray cluster, on a fresh data directory
+    (or on `data_dir`, which is kept).
 
     PostgreSQL: embedded under the data directory (what `make serve` uses) unless
     `pg_admin_dsn` names a server, where a throwaway database is created and dropped.
@@ -182,7 +184,9 @@ def running_service(
     from deployments.launch import Service
     from serve_app.settings import Settings
 
-    data_dir = Path(tempfile.mkdtemp(prefix="memserve-bench-"))
+    if data_dir is not None:
+        keep_data = True
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="memserve-bench-"))
     dsn = asyncio.run(_create_db(pg_admin_dsn)) if pg_admin_dsn else None
     port = free_port()
     new_env = {

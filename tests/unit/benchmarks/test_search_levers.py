@@ -1,0 +1,61 @@
+"""The lever benchmark's pure parts: variant configs, CPU accounting, ratios."""
+
+import yaml
+
+from benchmarks.common import LOCAL_CONFIG
+from benchmarks.search_levers import cpu_per_request, ratios, variant_config
+
+
+def test_access_log_variant_turns_it_on_in_every_deployment(tmp_path):
+    assert variant_config("memserve", tmp_path) == LOCAL_CONFIG
+    assert variant_config("int8", tmp_path) == LOCAL_CONFIG
+    shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
+    assert all(
+        d["logging_config"] == {"enable_access_log": False}
+        for d in shipped["applications"][0]["deployments"]
+    )
+    logged = yaml.safe_load(variant_config("access_log", tmp_path).read_text())
+    deployments = logged["applications"][0]["deployments"]
+    assert {d["name"] for d in deployments} == {
+        d["name"] for d in shipped["applications"][0]["deployments"]
+    }
+    assert all(d["logging_config"] == {"enable_access_log": True} for d in deployments)
+    # Everything else as shipped.
+    for d in deployments:
+        d.pop("logging_config")
+    for d in shipped["applications"][0]["deployments"]:
+        d.pop("logging_config")
+    assert logged == shipped
+
+
+def test_cpu_per_request_adds_up_processes_by_label():
+    before = {1: ("MemoryIndex", 10.0), 2: ("Ingress", 5.0), 3: ("postgres", 1.0)}
+    after = {
+        1: ("MemoryIndex", 12.0),
+        2: ("Ingress", 5.5),
+        3: ("postgres", 1.2),
+        4: ("postgres", 0.3),  # a backend started during the run counts from zero
+        5: ("other", 0.00001),
+    }
+    assert cpu_per_request(before, after, 100) == {
+        "MemoryIndex": 20.0,
+        "Ingress": 5.0,
+        "postgres": 5.0,
+    }
+
+
+def test_ratios_against_the_floor_of_the_same_client_count():
+    result = {
+        "floor": [
+            {"concurrency": 1, "throughput_rps": 50.0, "latency_ms": {"p95": 20.0}},
+            {"concurrency": 8, "throughput_rps": 100.0, "latency_ms": {"p95": 100.0}},
+        ],
+        "search": [
+            {"variant": "int8", "concurrency": 8, "throughput_rps": 75.0,
+             "latency_ms": {"p95": 150.0}},
+        ],
+    }  # fmt: skip
+    assert ratios(result) == {
+        "int8_c8_rps_vs_default_floor": 0.75,
+        "int8_c8_p95_vs_default_floor": 1.5,
+    }
