@@ -3,8 +3,8 @@ error, every response as the schema says, no request slower than 30 s. Bounded e
 operation so the run stays within a few minutes.
 
 30 s, not less: erasing a user waits for the worker's batch in flight for that user (it holds
-the user's lock until it commits), and with the fuzzer's largest messages (the test service's
-200 kB body limit) through compression and embedding, such a batch took up to ~10 s here."""
+the user's lock until it commits), and under this run, after the other integration tests, one
+such wait took ~10 s here (the worker awaiting its Compressor and Embedder calls)."""
 
 import os
 import subprocess
