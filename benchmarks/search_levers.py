@@ -9,7 +9,12 @@ The default Ray Serve app's empty endpoint is measured first, in the same run. V
 - `access_log`: Serve's per-request access log line on every group (shipped: off);
 - `int8`: the int8-quantized query encoder (`MEMSERVE_QUERY_ENCODER=onnx-int8`; shipped: the
   exact ONNX graph);
-- `throughput_optimized`: `RAY_SERVE_THROUGHPUT_OPTIMIZED=1` on the cluster (not shipped).
+- `separate_loops`: replicas without `RAY_SERVE_THROUGHPUT_OPTIMIZED` (the profile's `one_loop`
+  off): Serve's request handling, its handle router and the replica's code each on their own
+  thread and loop (shipped: one loop per replica);
+- `haproxy_metrics_off`: `RAY_SERVE_HAPROXY_METRICS_ENABLED=0`: HAProxy logs no line per request
+  for its manager actor to parse, and the ingress replicas record Serve's request metrics
+  themselves (shipped: on, Ray's default).
 
     python -m benchmarks.search_levers            # 5,000 memories; 150 / 400 requests per cell
 
@@ -42,25 +47,28 @@ from benchmarks.fast_path import floor
 from benchmarks.search_latency import fill
 from benchmarks.synthetic import questions
 
-VARIANTS = ("memserve", "access_log", "int8", "throughput_optimized")
+VARIANTS = ("memserve", "access_log", "int8", "separate_loops", "haproxy_metrics_off")
 USER = "levers-fill"
 
 ENV: dict[str, dict[str, str]] = {
     "int8": {"MEMSERVE_QUERY_ENCODER": "onnx-int8"},
-    "throughput_optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy_metrics_off": {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
 }
 
 
 def variant_config(name: str, out_dir: Path, base: Path = LOCAL_CONFIG) -> Path:
-    """The Serve config a variant runs: the shipped one, or for `access_log` a copy with the
-    access log on in every deployment."""
-    if name != "access_log":
+    """The Serve config a variant runs: the shipped one, or a copy with the access log on
+    (`access_log`) or without the one-loop environment (`separate_loops`) in every deployment."""
+    if name not in ("access_log", "separate_loops"):
         return base
     config = yaml.safe_load(base.read_text())
     for app in config["applications"]:
         for deployment in app.get("deployments", []):
-            deployment["logging_config"] = {"enable_access_log": True}
-    out = out_dir / f"{base.stem}-access-log.yaml"
+            if name == "access_log":
+                deployment["logging_config"] = {"enable_access_log": True}
+            else:
+                deployment.get("ray_actor_options", {}).pop("runtime_env", None)
+    out = out_dir / f"{base.stem}-{name}.yaml"
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 

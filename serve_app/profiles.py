@@ -25,6 +25,10 @@ class Autoscaling(BaseModel):
         return self
 
 
+# What a replica of a `one_loop` group starts with; its log lines still go to stderr as well.
+ONE_LOOP_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1"}
+
+
 class GroupResources(BaseModel):
     """What one replica group gets: replicas, per-replica CPU/GPU/memory, admission."""
 
@@ -42,6 +46,11 @@ class GroupResources(BaseModel):
     # every handle call: on the search path that is two log records per search. Off by default
     # (errors are still logged; writes are in the audit log); on for debugging.
     access_log: bool = False
+    # Serve's request handling, its handle router and the replica's own code on one event loop
+    # (`RAY_SERVE_THROUGHPUT_OPTIMIZED` in the replica's process only: cluster-wide it also
+    # breaks handle calls from code without a running loop, which the offline jobs make). Every
+    # group runs its model calls, vector searches and scans in threads, so the loop stays free.
+    one_loop: bool = True
 
     @property
     def max_replicas(self) -> int:
@@ -53,6 +62,8 @@ class GroupResources(BaseModel):
             options["num_gpus"] = self.num_gpus
         if self.memory_bytes:
             options["memory"] = self.memory_bytes
+        if self.one_loop:
+            options["runtime_env"] = {"env_vars": dict(ONE_LOOP_ENV)}
         return options
 
     def scaling_options(self) -> dict:
@@ -108,6 +119,8 @@ class LLMGroup(GroupResources):
     """
 
     backend: str = Field(default="none", pattern="^(none|openai|vllm)$")
+    # Ray Serve LLM builds this replica's actor options itself.
+    one_loop: bool = False
     model: str | None = None
     dtype: str = "auto"
     quantization: str | None = None

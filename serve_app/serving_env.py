@@ -6,6 +6,10 @@ config. One table for every profile; `benchmarks/fast_path.py` measures what eac
 
 - HAProxy ingress: each ingress replica serves HTTP itself and HAProxy (C, leastconn)
   forwards from the public port, skipping the Python proxy actor and its per-request RPCs.
+- Not `RAY_SERVE_THROUGHPUT_OPTIMIZED` cluster-wide: it also takes the handle router off its
+  own loop in the drivers and Ray Data actors of the offline jobs, whose handle calls from
+  code without a running event loop (`.remote().result()`) then fail with "No event loop
+  running". The replicas get it in their own environment (`one_loop` in the profile's groups).
 - One HAProxy thread per node that has few cores: more threads only contend with the replicas.
 - HAProxy's own error answers (an ingress replica died mid-request, none is up) are a 503 with
   Retry-After in the API's error shape, not Ray's fixed 500 page.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serve_app.retrieval.bm25 import BM25Index, bm25_text
 from serve_app.retrieval.fusion import fuse
@@ -67,6 +67,16 @@ class UserIndex:
             and lo <= ts <= hi
             and (speaker is None or spk == speaker)
         }
+
+
+@dataclass
+class Ranking:
+    """One search's ranked ids, and the rankings it was fused from (for `explain`)."""
+
+    ranked: list[tuple[str, float]]
+    vector: list[tuple[str, float]] = field(default_factory=list)
+    lexical: list[tuple[str, float]] = field(default_factory=list)
+    fused: list[tuple[str, float]] = field(default_factory=list)
 
 
 class HybridRetriever:
@@ -140,6 +150,14 @@ class HybridRetriever:
         self._cache.pop(user_id, None)
         self._locks.pop(user_id, None)
 
+    def _current(self, user_id: str, memory_version: int) -> UserIndex | None:
+        """The cached index of the user over `memory_version`, whatever its revision."""
+        cached = self._cache.get(user_id)
+        if cached is None or cached.memory_version != memory_version:
+            return None
+        self._cache.move_to_end(user_id)
+        return cached
+
     async def search(
         self,
         user_id: str,
@@ -151,50 +169,46 @@ class HybridRetriever:
     ) -> list[dict] | None:
         """Ranked memories with scores, or None when the user is unknown. With `explain`, each
         row also has `scores`: the raw vector and BM25 scores and the fused score before the
-        rerank signals (None where that ranking did not return the memory)."""
+        rerank signals (None where that ranking did not return the memory).
+
+        One PostgreSQL round trip when the user's BM25 index is cached: the search runs on the
+        cached index and the hydrating read also returns the user's index revision; if that
+        moved meanwhile, the index is rebuilt and the ranking done again (the query vector and
+        the vector hits, read from the live store, are kept)."""
         # Read once, before any await: a switch of generation mid-search cannot mix targets.
         target = self.target
-        revision = await self.repo.index_revision(user_id)
-        if revision is None:
-            return None
+        idx = self._current(user_id, target.memory_version)
+        if idx is None:
+            revision = await self.repo.index_revision(user_id)
+            if revision is None:
+                return None
+            idx = await self.user_index(user_id, revision, target.memory_version)
         depth = max(limit, self.settings.retrieval_candidates)
-        idx = await self.user_index(user_id, revision, target.memory_version)
         reranked = strategy == "hybrid" and self.settings.rerank
-        # A speaker's name matches every line that speaker said; the rerank's speaker signal
-        # uses it instead, and both retrievers search the rest of the question.
-        text = query_without_speakers(query, idx.docs.speaker_names) if reranked else query
+        vector_hits: dict[str, list[tuple[str, float]]] = {}
 
-        async def by_vector() -> list[tuple[str, float]]:
-            [vector] = await target.embed([text])
-            return await target.store.search(user_id, vector, depth, filters)
+        async def by_vector(text: str) -> list[tuple[str, float]]:
+            if text not in vector_hits:
+                [vector] = await target.embed([text])
+                vector_hits[text] = await target.store.search(user_id, vector, depth, filters)
+            return vector_hits[text]
 
-        def by_bm25() -> list[tuple[str, float]]:
-            return idx.bm25.search(text, depth, idx.allowed(filters))
-
-        vector: list[tuple[str, float]] = []
-        lexical: list[tuple[str, float]] = []
-        fused: list[tuple[str, float]] = []
-        if strategy == "embedding":
-            ranked = vector = await by_vector()
-        elif strategy == "bm25":
-            ranked = lexical = by_bm25()
-        else:
-            vector_hits = asyncio.ensure_future(by_vector())
-            lexical = by_bm25()  # while the query is being embedded
-            vector = await vector_hits
-            ranked = fused = fuse(
-                [vector, lexical],
-                method=self.settings.fusion_method,
-                weights=self.settings.fusion_weights,
-                k=self.settings.fusion_rrf_k,
+        for _ in range(2):
+            ranking = await self._rank(idx, query, strategy, reranked, depth, filters, by_vector)
+            head = ranking.ranked[: limit + 10]
+            # Hydrate from PostgreSQL, the system of record: an id the index still holds but
+            # the database no longer does (a crash between the two writes) is never returned.
+            rows, revision = await self.repo.memories_and_revision(
+                user_id, [i for i, _ in head], target.memory_version
             )
-            if reranked:
-                ranked = rerank(query, ranked, idx.docs, TUNED_PARAMS)
-        # Hydrate from PostgreSQL, the system of record: an id the index still holds but the
-        # database no longer does (a crash between the two writes) is never returned.
-        head = ranked[: limit + 10]
-        rows = await self.repo.memories_by_ids(user_id, [i for i, _ in head], target.memory_version)
-        parts = (dict(vector), dict(lexical), dict(fused)) if explain else None
+            if revision is None:
+                return None
+            if revision <= idx.revision:
+                break
+            idx = await self.user_index(user_id, revision, target.memory_version)
+        parts = (
+            (dict(ranking.vector), dict(ranking.lexical), dict(ranking.fused)) if explain else None
+        )
         out = []
         for doc_id, score in head:
             row = rows.get(doc_id)
@@ -206,3 +220,38 @@ class HybridRetriever:
             if len(out) == limit:
                 break
         return out
+
+    async def _rank(
+        self,
+        idx: UserIndex,
+        query: str,
+        strategy: str,
+        reranked: bool,
+        depth: int,
+        filters: VectorFilters,
+        by_vector: Callable[[str], Awaitable[list[tuple[str, float]]]],
+    ) -> Ranking:
+        # A speaker's name matches every line that speaker said; the rerank's speaker signal
+        # uses it instead, and both retrievers search the rest of the question.
+        text = query_without_speakers(query, idx.docs.speaker_names) if reranked else query
+
+        def by_bm25() -> list[tuple[str, float]]:
+            return idx.bm25.search(text, depth, idx.allowed(filters))
+
+        if strategy == "embedding":
+            vector = await by_vector(text)
+            return Ranking(vector, vector=vector)
+        if strategy == "bm25":
+            lexical = by_bm25()
+            return Ranking(lexical, lexical=lexical)
+        vector_hits = asyncio.ensure_future(by_vector(text))
+        lexical = by_bm25()  # while the query is being embedded
+        vector = await vector_hits
+        fused = fuse(
+            [vector, lexical],
+            method=self.settings.fusion_method,
+            weights=self.settings.fusion_weights,
+            k=self.settings.fusion_rrf_k,
+        )
+        ranked = rerank(query, fused, idx.docs, TUNED_PARAMS) if reranked else fused
+        return Ranking(ranked, vector, lexical, fused)

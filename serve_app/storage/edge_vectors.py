@@ -138,9 +138,10 @@ class EdgeVectorStore:
         await self._run(write)
 
     async def search(self, user_id: str, vector: Sequence[float], limit: int, filters=None):
-        """QdrantVectorStore.search. Sub-millisecond at 10k points: on the calling loop, since a
-        thread hop would cost more than the search. Reads take no lock: the shard serialises
-        its own segments, and a writer holding the lock must not stall the loop."""
+        """QdrantVectorStore.search, in a worker thread: an exact search at 10k points takes
+        0.5 ms alone and 1.5 ms under load here, which on the replica's event loop would
+        hold up every other request. Reads take no lock: the shard serialises its own segments,
+        and a search must not wait for a writer."""
         qe = self._qe
         shard = self._shard
         if shard is None:
@@ -148,15 +149,17 @@ class EdgeVectorStore:
                 shard = self._open_shard(False)
             if shard is None:
                 return []
-        hits = shard.query(
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(list(map(float, vector))),
-                filter=self._filter(user_id, filters),
-                with_payload=False,
-            )
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(list(map(float, vector))),
+            filter=self._filter(user_id, filters),
+            with_payload=False,
         )
-        return [(str(p.id), float(p.score)) for p in hits]
+
+        def query() -> list[tuple[str, float]]:
+            return [(str(p.id), float(p.score)) for p in shard.query(request)]
+
+        return await asyncio.to_thread(query)
 
     async def delete(self, user_id: str, ids: Sequence[str]) -> None:
         if not ids:

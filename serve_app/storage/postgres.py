@@ -101,6 +101,12 @@ MEMORY_COLUMNS = (
     " updated_at, version"
 )
 
+# $1 user, $2 ids, $3 memory version (NULL: the active one).
+_MEMORIES_BY_IDS = (
+    f"SELECT {MEMORY_COLUMNS} FROM memory_entries WHERE user_id=$1 AND id = ANY($2::uuid[])"
+    f" AND version = COALESCE($3, {ACTIVE_VERSION})"
+)
+
 
 class Repository:
     """The queries, one method each; connections come from the shared pool."""
@@ -291,14 +297,34 @@ class Repository:
     ) -> dict[str, dict]:
         """Entries of memory version `version` (default: the active one) among `ids`."""
         rows = await self.pool.fetch(
-            f"SELECT {MEMORY_COLUMNS} FROM memory_entries"
-            " WHERE user_id=$1 AND id = ANY($2::uuid[])"
-            f" AND version = COALESCE($3, {ACTIVE_VERSION})",
+            _MEMORIES_BY_IDS,
             user_id,
             [uuid.UUID(i) for i in ids],
             version,
         )
         return {r["id"]: dict(r) for r in rows}
+
+    async def memories_and_revision(
+        self, user_id: str, ids: Sequence[str], version: int | None = None
+    ) -> tuple[dict[str, dict], int | None]:
+        """`memories_by_ids` and the user's `index_revision` in one round trip (a search's only
+        one when its BM25 cache is current); ({}, None) when the user does not exist."""
+        rows = await self.pool.fetch(
+            "SELECT u.index_revision AS index_revision_, e.* FROM users u"
+            f" LEFT JOIN LATERAL ({_MEMORIES_BY_IDS}) e ON true WHERE u.user_id=$1",
+            user_id,
+            [uuid.UUID(i) for i in ids],
+            version,
+        )
+        if not rows:
+            return {}, None
+        found = {}
+        for r in rows:
+            if r["id"] is not None:
+                row = dict(r)
+                del row["index_revision_"]
+                found[r["id"]] = row
+        return found, rows[0]["index_revision_"]
 
     async def get_memory(self, user_id: str, memory_id: str) -> dict | None:
         r = await self.pool.fetchrow(

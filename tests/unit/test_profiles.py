@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from serve_app.profiles import (
     LOCAL,
+    ONE_LOOP_ENV,
     PROFILES,
     T4,
     Autoscaling,
@@ -88,7 +89,17 @@ def test_gpu_shares_on_single_gpu_profiles_sum_to_at_most_one(profile):
 
 def test_deployment_options_shape():
     opts = T4.embedder.deployment_options()
-    assert opts["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.1, "memory": 5 * 1024**3 // 2}
+    assert opts["ray_actor_options"] == {
+        "num_cpus": 1,
+        "num_gpus": 0.1,
+        "memory": 5 * 1024**3 // 2,
+        "runtime_env": {"env_vars": ONE_LOOP_ENV},
+    }
+    # Only the replica's process gets the one-loop switch; the LLM group's options are Ray
+    # Serve LLM's.
+    separate = T4.embedder.model_copy(update={"one_loop": False})
+    assert "runtime_env" not in separate.ray_actor_options()
+    assert not PROFILES["l4"].llm.one_loop
     assert opts["num_replicas"] == 1 and "autoscaling_config" not in opts
     assert T4.embedder.user_config() == {"max_batch_size": 128, "batch_wait_timeout_s": 0.005}
     scaled = PROFILES["a100x8"].memory_index.deployment_options()

@@ -86,7 +86,8 @@ async def list_messages(
     user_id: UserId,
     svc: Svc,
     caller: Caller,
-    after_seq: int = Query(-1, ge=-1),
+    # Message seq is a PostgreSQL integer: a larger value is a 422, not a database error.
+    after_seq: int = Query(-1, ge=-1, le=2**31 - 1),
     limit: int = Query(200, ge=1, le=1000),
 ) -> MessageList:
     """The session's messages in conversation order, each with its pipeline status."""

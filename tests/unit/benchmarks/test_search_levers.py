@@ -28,6 +28,16 @@ def test_access_log_variant_turns_it_on_in_every_deployment(tmp_path):
     assert logged == shipped
 
 
+def test_separate_loops_variant_drops_only_the_replicas_one_loop_environment(tmp_path):
+    shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
+    groups = shipped["applications"][0]["deployments"]
+    assert all("runtime_env" in d["ray_actor_options"] for d in groups)
+    separate = yaml.safe_load(variant_config("separate_loops", tmp_path).read_text())
+    for d in groups:
+        d["ray_actor_options"].pop("runtime_env")
+    assert separate == shipped
+
+
 def test_cpu_per_request_adds_up_processes_by_label():
     before = {1: ("MemoryIndex", 10.0), 2: ("Ingress", 5.0), 3: ("postgres", 1.0)}
     after = {

@@ -102,13 +102,13 @@ async def test_attention_windows_are_batched(deployment, monkeypatch):
 
 def test_builder_applies_the_profile():
     from deployments.compressor import build_compressor
-    from serve_app.profiles import BatchedGroup
+    from serve_app.profiles import ONE_LOOP_ENV, BatchedGroup
 
     group = BatchedGroup(num_cpus=0.5, max_ongoing_requests=128, batch_size=16, torch_threads=2)
     bound = build_compressor(group, "/models/x-bert-base-multilingual-cased", rate=0.5)
     d = bound._bound_deployment
     assert d.name == "Compressor"
-    assert d.ray_actor_options == {"num_cpus": 0.5}
+    assert d.ray_actor_options == {"num_cpus": 0.5, "runtime_env": {"env_vars": ONE_LOOP_ENV}}
     assert d.max_ongoing_requests == 128
     assert d.user_config == {
         "max_batch_size": 16,

@@ -153,6 +153,42 @@ async def test_the_bm25_cache_follows_the_index_revision(repo, vectors, memories
     assert r.cached_users == 0
 
 
+class CountingPool:
+    """The repository's pool, counting the statements a search sends."""
+
+    def __init__(self, pool) -> None:
+        self.pool, self.statements = pool, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.pool, name)
+        if name in ("fetch", "fetchrow", "fetchval", "execute"):
+            self.statements += 1
+        return attr
+
+
+async def test_a_search_on_a_current_cache_is_one_round_trip(repo, vectors, memories):
+    r = retriever(repo, vectors)
+    assert await r.search("u", "guitar", 2, NONE, "hybrid")  # builds the user's cache
+    counting = CountingPool(repo.pool)
+    r.repo = type(repo)(counting)
+    for strategy in ("hybrid", "embedding", "bm25"):
+        assert await r.search("u", "guitar", 2, NONE, strategy)
+    assert counting.statements == 3
+    # The revision moved since the cache was built: the hydrating read sees it, the index is
+    # rebuilt and the same search answers from it.
+    new = row("u", "s0", 99, "Ann bought a violin")
+    await store_rows(repo, [new], vectors)
+    async with repo.pool.acquire() as conn:
+        await repo.bump_index_revision(conn, ["u"])
+    [hit] = await r.search("u", "violin", 1, NONE, "bm25")
+    assert hit["id"] == new.id
+    # Erased meanwhile (by another replica: this one's cache still holds the user).
+    async with repo.pool.acquire() as conn:
+        assert await repo.delete_user(conn, "u")
+    assert r.cached_users == 1
+    assert await r.search("u", "guitar", 2, NONE, "hybrid") is None
+
+
 async def test_the_cache_keeps_the_most_recent_users(repo, vectors, memories):
     await store_rows(repo, [row("w", "s", 1, "Wes has a cat")], vectors)
     r = retriever(repo, vectors, bm25_cache_users=1)

@@ -101,6 +101,12 @@ async def test_entries_listing_pagination_and_isolation(repo):
     other_id = entry_id("other", "s", "message", ["x"])
     assert await repo.get_memory("u", other_id) is None
     assert await repo.memories_by_ids("u", [other_id]) == {}
+    ids = [entry_id("u", "s", "message", [str(i)]) for i in (1, 3)]
+    rows, revision = await repo.memories_and_revision("u", [*ids, other_id])
+    assert rows == await repo.memories_by_ids("u", ids) and set(rows) == set(ids)
+    assert revision == await repo.index_revision("u")
+    assert await repo.memories_and_revision("u", [other_id]) == ({}, revision)
+    assert await repo.memories_and_revision("nobody", ids) == ({}, None)
 
 
 async def test_delete_user_cascades_everything(repo):

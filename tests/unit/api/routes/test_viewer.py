@@ -131,6 +131,9 @@ def test_messages_page_in_order(viewer):
     r = c.get("/v1/sessions/nope/messages", params={"user_id": "u"})
     assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_session")
     assert c.get("/v1/sessions/s/messages", params={"user_id": "u", "limit": 0}).status_code == 422
+    # Past PostgreSQL's integer: refused before the database sees it.
+    too_far = {"user_id": "u", "after_seq": 978329509692}
+    assert c.get("/v1/sessions/s/messages", params=too_far).status_code == 422
 
 
 def test_details_show_sources_links_and_history(viewer):
