@@ -48,8 +48,9 @@ class GroupResources(BaseModel):
     access_log: bool = False
     # Serve's request handling, its handle router and the replica's own code on one event loop
     # (`RAY_SERVE_THROUGHPUT_OPTIMIZED` in the replica's process only: cluster-wide it also
-    # breaks handle calls from code without a running loop, which the offline jobs make). Every
-    # group runs its model calls, vector searches and scans in threads, so the loop stays free.
+    # breaks handle calls from code without a running loop, which the offline jobs make). The
+    # groups run their model calls, vector searches and index rebuilds in threads, so the loop
+    # stays free for requests.
     one_loop: bool = True
 
     @property
