@@ -50,8 +50,9 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.locomo_data import LocomoConversation, load_conversations
+from deployments.apps import APP_NAME, index_app
 
-APP = "memserve"
+APP = APP_NAME
 REPLICA_GROUPS = ("Ingress", "Embedder", "MemoryIndex", "IngestWorker", "Compressor")
 KINDS = (*REPLICA_GROUPS, "controller", "postgres")
 
@@ -117,7 +118,8 @@ def pids_of(kind: str, pgdata: Path | None) -> list[int]:
         if pid_file is None or not pid_file.exists():
             return []
         return [int(pid_file.read_text().split()[0])]
-    wanted = "ServeController" if kind == "controller" else f"ServeReplica:{APP}:{kind}"
+    app = index_app(APP) if kind == "MemoryIndex" else APP
+    wanted = "ServeController" if kind == "controller" else f"ServeReplica:{app}:{kind}"
     return sorted(a.pid for a in _alive_actors() if a.class_name == wanted and a.pid)
 
 

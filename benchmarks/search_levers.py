@@ -77,7 +77,8 @@ def _label(cmdline: list[str], name: str) -> str:
     """Which part of the service a process is: a Ray actor's name, `postgres`, `client`."""
     head = cmdline[0] if cmdline else name
     if head.startswith("ray::"):
-        return head.split(".")[0].removeprefix("ray::").replace("ServeReplica:memserve:", "")
+        # ServeReplica:<application>:<deployment> -> the deployment
+        return head.split(".")[0].removeprefix("ray::").rpartition(":")[2]
     if name.startswith("postgres") or "postgres" in head:
         return "postgres"
     return "other"

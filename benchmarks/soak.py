@@ -167,7 +167,7 @@ def replica_memory() -> tuple[dict[str, float], dict[str, float]]:
             info = psutil.Process(a.pid).memory_info()
         except psutil.Error:
             continue
-        name = f"{a.class_name.removeprefix('ServeReplica:memserve:')}#{a.pid}"
+        name = f"{a.class_name.rpartition(':')[2]}#{a.pid}"
         rss[name] = round(info.rss / 2**20, 1)
         anon[name] = round((info.rss - info.shared) / 2**20, 1)
     return rss, anon

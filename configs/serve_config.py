@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import yaml
 
+from deployments.apps import APP_NAME, SEARCH_ROUTE, index_app
 from serve_app.profiles import BatchedGroup, HardwareProfile, LLMGroup
 
-APP_NAME = "memserve"
 IMPORT_PATH = "deployments.app:build_app"
+INDEX_IMPORT_PATH = "deployments.app:build_index_app"
+# The groups of the index application; every other group is in the main one.
+INDEX_GROUPS = ("MemoryIndex",)
 
 
 def deployment_entry(name: str, group) -> dict:
@@ -30,19 +33,27 @@ def deployment_entry(name: str, group) -> dict:
 
 
 def serve_config(profile: HardwareProfile) -> dict:
+    """Both applications of deployments/apps.py: the index one (the MemoryIndex, answering
+    POST /v1/search) and the main one (route /, every other group)."""
+    groups = profile.groups()
+
+    def app(name: str, route: str, import_path: str, index: bool) -> dict:
+        return {
+            "name": name,
+            "route_prefix": route,
+            "import_path": import_path,
+            "args": {"profile": profile.name},
+            "deployments": [
+                deployment_entry(n, g) for n, g in groups.items() if (n in INDEX_GROUPS) == index
+            ],
+        }
+
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": profile.http_host, "port": profile.http_port},
         "applications": [
-            {
-                "name": APP_NAME,
-                "route_prefix": "/",
-                "import_path": IMPORT_PATH,
-                "args": {"profile": profile.name},
-                "deployments": [
-                    deployment_entry(name, group) for name, group in profile.groups().items()
-                ],
-            }
+            app(index_app(APP_NAME), SEARCH_ROUTE, INDEX_IMPORT_PATH, True),
+            app(APP_NAME, "/", IMPORT_PATH, False),
         ],
     }
 

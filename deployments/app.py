@@ -1,4 +1,5 @@
-"""Typed application builder: `deployments.app:build_app` composes the replica groups.
+"""Typed application builders: `deployments.app:build_app` composes the replica groups of the
+main application, `deployments.app:build_index_app` the index application (deployments/apps.py).
 
 Everything hardware-dependent comes from the profile (serve_app/profiles.py); everything
 environment-dependent (stores, models) from Settings, resolved here once so every replica of
@@ -97,19 +98,34 @@ def compression_status(settings: Settings, profile: HardwareProfile) -> dict:
     }
 
 
-def build_app(args: dict | AppArgs | None = None) -> Application:
-    a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+def _build_settings(a: AppArgs) -> tuple[HardwareProfile, Settings]:
+    """The profile and resolved Settings, with the schema migrated (each application's build
+    does it: they build in parallel, and migrations serialise on an advisory lock)."""
     profile = get_profile(a.profile)
     settings = resolve_settings(profile.embedded_stores)
     applied = asyncio.run(_migrate(settings.pg_dsn))
     if applied:
         logger.info("applied migrations: %s", applied)
+    return profile, settings
+
+
+def build_index_app(args: dict | AppArgs | None = None) -> Application:
+    """The index application (route /v1/search, deployments/apps.py): the MemoryIndex group."""
+    a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    profile, settings = _build_settings(a)
+    return build_memory_index(
+        profile.memory_index, settings.model_dump(), embedded=settings.qdrant_url is None
+    )
+
+
+def build_app(args: dict | AppArgs | None = None) -> Application:
+    """The main application (route /): every group but the MemoryIndex, which its replicas
+    reach in the index application deployed beside it."""
+    a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    profile, settings = _build_settings(a)
     env = settings.model_dump()
 
     embedder = build_embedder(profile.embedder, settings.embedding_model)
-    memory_index = build_memory_index(
-        profile.memory_index, env, embedded=settings.qdrant_url is None
-    )
     compression = compression_status(settings, profile)
     compressor = None
     if compression["enabled"]:
@@ -135,7 +151,5 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         "LLM memory construction: %s",
         [b.label for b in llm_settings.backends] or "off (extractive entries)",
     )
-    worker = build_worker(
-        profile.worker, env, embedder, memory_index, compressor, compression, profile.name, llm
-    )
-    return build_ingress(profile.ingress, env, memory_index, worker, embedder)
+    worker = build_worker(profile.worker, env, embedder, compressor, compression, profile.name, llm)
+    return build_ingress(profile.ingress, env, worker, embedder)

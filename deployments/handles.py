@@ -11,7 +11,8 @@ call) still works: Serve resolves it first.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 H = TypeVar("H")
 
@@ -19,3 +20,19 @@ H = TypeVar("H")
 def direct(handle: H) -> H:
     """`handle` (a DeploymentHandle, or None) calling by value over gRPC."""
     return None if handle is None else handle.options(_by_reference=False)
+
+
+class InProcess:
+    """An object whose methods are called the way routes call a handle's
+    (`await obj.method.remote(...)`): for routes served by the replica that does the work."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> _Remote:
+        return _Remote(getattr(self._target, name))
+
+
+class _Remote:
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self.remote = method

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from deployments.apps import sibling_memory_index
 from deployments.handles import direct
 from serve_app.api.readiness import compression_without_compressor
 from serve_app.ingest.idle import IdleFlusher
@@ -37,11 +38,11 @@ class IngestWorkerDeployment:
         self,
         settings_env: dict,
         embedder,
-        memory_index,
         compressor=None,
         compression: dict | None = None,
         profile: str = "local",
         llm=None,
+        memory_index=None,
     ) -> None:
         from deployments.metrics import serve_pipeline_metrics
         from serve_app.profiles import get_profile
@@ -50,7 +51,7 @@ class IngestWorkerDeployment:
         self.profile = get_profile(profile)
         self.llm_handle = llm  # the in-cluster LLM deployment (profile backend vllm) or None
         self.embedder = direct(embedder)
-        self.memory_index = direct(memory_index)
+        self.memory_index = direct(memory_index or sibling_memory_index())
         self.compressor = direct(compressor)
         self.compression = compression or {
             "enabled": compressor is not None,

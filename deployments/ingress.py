@@ -1,10 +1,12 @@
 """Ingress: serves the HTTP API v1 application (serve_app.api.app) and gives its routes the
-Services they work with: this replica's PostgreSQL pool, the MemoryIndex and IngestWorker
-handles, the JobOrchestrator, the admin key and how many replicas share the rate limits."""
+Services they work with: this replica's PostgreSQL pool, the handles of the MemoryIndex (in the
+index application, deployments/apps.py) and the IngestWorker, the JobOrchestrator, the admin
+key and how many replicas share the rate limits."""
 
 import ray
 from ray import serve
 
+from deployments.apps import sibling_memory_index
 from deployments.handles import direct
 from jobs import submit as job_submit
 from serve_app.api.app import create_app
@@ -21,9 +23,10 @@ app = create_app(Settings())
 @serve.ingress(app)
 class IngressDeployment:
     def __init__(
-        self, settings_env: dict, memory_index, worker, embedder, replicas: int = 1
+        self, settings_env: dict, worker, embedder, replicas: int = 1, memory_index=None
     ) -> None:
         settings = Settings(**settings_env)
+        memory_index = memory_index or sibling_memory_index()
         memory_index, worker, embedder = direct(memory_index), direct(worker), direct(embedder)
         secret = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.services = Services(
@@ -50,9 +53,9 @@ class IngressDeployment:
         install_gateway_error_page(self.node_id)
 
 
-def build_ingress(group: GroupResources, settings_env: dict, memory_index, worker, embedder):
+def build_ingress(group: GroupResources, settings_env: dict, worker, embedder):
     return (
         serve.deployment(IngressDeployment)
         .options(name="Ingress", **group.deployment_options())
-        .bind(settings_env, memory_index, worker, embedder, group.max_replicas)
+        .bind(settings_env, worker, embedder, group.max_replicas)
     )

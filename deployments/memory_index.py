@@ -1,7 +1,9 @@
 """MemoryIndex replica group: the Serve shell around serve_app.retrieval.memory_index.MemoryIndex,
 the only component that talks to the vector store (search, edits, erasure, vector writes,
-generations). Queries are embedded here, in process (one handle hop per search, none back to
-the Embedder group): ONNX Runtime in a worker thread, concurrent queries batched together.
+generations). It is the ingress of its own application (deployments/apps.py): POST /v1/search
+is answered here (serve_app.api.search_app), no handle hop between the HTTP front and the
+index. Queries are embedded here, in process: ONNX Runtime in a worker thread, concurrent
+queries batched together. The other groups and the offline jobs call the rest by handle.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import contextlib
 
 from ray import serve
 
+from deployments.handles import InProcess
+from serve_app.api.search_app import create_search_app
+from serve_app.api.services import Services, install
 from serve_app.encoding import load_encoder
 from serve_app.encoding.batcher import BatchingEncoder
 from serve_app.encoding.heap import release_periodically
@@ -18,6 +23,7 @@ from serve_app.encoding.torch_encoder import Embedder
 from serve_app.model.audit import AuditRecord
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
+from serve_app.security.keys import ensure_admin_key
 from serve_app.settings import Settings
 from serve_app.storage.vectors import VectorPoint
 
@@ -31,8 +37,12 @@ def _load_model(model: str) -> Embedder:
     return Embedder(model, "cpu", 1)
 
 
+app = create_search_app(Settings())
+
+
+@serve.ingress(app)
 class MemoryIndexDeployment:
-    async def __init__(self, settings_env: dict) -> None:
+    async def __init__(self, settings_env: dict, replicas: int = 1) -> None:
         settings = Settings(**settings_env)
         model = settings.embedding_model
         encoder = await asyncio.to_thread(
@@ -47,11 +57,23 @@ class MemoryIndexDeployment:
             settings, model, encoder.dim, self.queries.encode, _load_model
         )
         self.generations = self.core.generations
+        secret = settings.admin_key.get_secret_value() if settings.admin_key else None
+        # What POST /v1/search works with here: this replica's index, and its pool for keys.
+        self.services = Services(
+            settings=settings,
+            memory_index=InProcess(self),
+            worker=None,
+            embedder=None,
+            admin_key=ensure_admin_key(secret, settings.data_dir)[0],
+            replicas=replicas,
+            _pool=self.core.pool,
+        )
+        install(self.services)
         loop = asyncio.get_running_loop()
         self._maintenance = loop.create_task(self.generations.maintain())
         self._heap = loop.create_task(release_periodically(HEAP_RELEASE_S))
 
-    # --- search and edits (Ingress) ---------------------------------------------------------
+    # --- search (POST /v1/search here; MCP tools through the Ingress) and edits ----------
 
     async def search(
         self,
@@ -152,5 +174,5 @@ def build_memory_index(group: GroupResources, settings_env: dict, embedded: bool
     return (
         serve.deployment(MemoryIndexDeployment)
         .options(name="MemoryIndex", **opts)
-        .bind(settings_env)
+        .bind(settings_env, group.max_replicas)
     )

@@ -39,9 +39,10 @@ def base_parser(kind: str, description: str) -> argparse.ArgumentParser:
 
 
 def memory_index_handle(app: str):
-    from ray import serve
+    """The MemoryIndex of the memserve application `app` (in its index application)."""
+    from deployments import apps
 
-    return serve.get_deployment_handle("MemoryIndex", app_name=app)
+    return apps.memory_index_handle(app)
 
 
 def connection_factory(dsn: str) -> Callable[[], psycopg.Connection]:

@@ -9,13 +9,23 @@ from serve_app.api import mcp
 from serve_app.api.auth import AUTHENTICATED
 from serve_app.api.errors import install_error_handling
 from serve_app.api.request_id import RequestId
-from serve_app.api.routes import audit, health, jobs, keys, memories, sessions, users, viewer
+from serve_app.api.routes import (
+    audit,
+    health,
+    jobs,
+    keys,
+    memories,
+    search,
+    sessions,
+    users,
+    viewer,
+)
 from serve_app.settings import Settings
 from serve_app.ui import static_dir
 
 # Routers answered without a key; every other router needs one (serve_app/api/auth.py).
 PUBLIC = (health,)
-PROTECTED = (memories, sessions, users, jobs, keys, audit, viewer)
+PROTECTED = (memories, search, sessions, users, jobs, keys, audit, viewer)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memserve.models import ErrorResponse
@@ -137,6 +138,8 @@ def install_error_handling(
         )
         return error_response(422, "invalid_request", summary or "invalid request", details)
 
+    # Starlette's, so that routing's own 404 and 405 answer in the same shape (FastAPI's
+    # HTTPException is a subclass).
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:
         return error_response(

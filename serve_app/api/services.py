@@ -1,6 +1,7 @@
 """What the routes work with, declared once: the settings, the PostgreSQL repository (pool
-opened on first use) and the handles of the other replica groups. The ingress replica builds one
-Services and installs it; routes take it through the `Svc` dependency (tests override it)."""
+opened on first use) and the handles of the other replica groups. Each replica that answers
+HTTP (Ingress; MemoryIndex for search) builds one Services and installs it; routes take it
+through the `Svc` dependency (tests override it)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def install(services: Services) -> None:
     _installed = services
 
 
-def services() -> Services:
+# Async: FastAPI runs a sync dependency in a worker thread, a thread hop on every request.
+async def services() -> Services:
     if _installed is None:
         raise ApiError(503, "unavailable", "service is starting")
     return _installed

@@ -1,9 +1,11 @@
 """Per-key token buckets in one process.
 
-Each Ingress replica keeps its own buckets and enforces `limit / replicas` per key: with Serve
-spreading a key's requests over the replicas, the whole service admits about `limit` a minute,
-and never more than that, with no shared state on the request path. A burst of up to one
-minute's share is allowed.
+Each replica that answers HTTP keeps its own buckets and enforces `limit / replicas` per key,
+`replicas` being the size of its group: with Serve spreading a key's requests over the
+replicas, a group admits about `limit` a minute, and never more than that, with no shared
+state on the request path. Two groups answer HTTP (deployments/apps.py): the MemoryIndex
+replicas count a key's searches, the Ingress replicas its other requests, each against the
+key's limit. A burst of up to one minute's share is allowed.
 """
 
 from __future__ import annotations

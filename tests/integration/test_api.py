@@ -234,6 +234,16 @@ def test_health_and_docs(running):
         assert {"/v1/memories", "/v1/search", "/v1/users/{user_id}"} <= set(paths)
 
 
+def test_search_is_routed_straight_to_the_memory_index(running):
+    # The HTTP front sends POST /v1/search to the MemoryIndex's own application (its replica
+    # answers it, deployments/apps.py) and every other path to the Ingress's.
+    with running.client() as c:
+        assert c.get("/-/routes").json() == {"/v1/search": "memserve-index", "/": "memserve"}
+        r = c.post("/v1/search", json={"user_id": "nobody-" + uuid.uuid4().hex, "query": "q"})
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_user")
+        assert r.headers["x-request-id"]
+
+
 def test_haproxy_answers_its_own_errors_with_memserves_503_page(running):
     """Every node's HAProxy config points its 502/503/504 answers at the 503 page the ingress
     replica installed (a kill of that replica mid-request gives clients a 503 with Retry-After)."""

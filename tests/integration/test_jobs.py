@@ -100,9 +100,9 @@ def _pg():
 
 
 def _memory_index():
-    from ray import serve
+    from deployments.apps import memory_index_handle
 
-    return serve.get_deployment_handle("MemoryIndex", app_name="memserve")
+    return memory_index_handle()
 
 
 def test_consolidation_with_scripted_engine_double(running, tmp_path):

@@ -67,9 +67,9 @@ def traces(
 
 
 def vector_count(user: str) -> int:
-    from ray import serve
+    from deployments.apps import memory_index_handle
 
-    handle = serve.get_deployment_handle("MemoryIndex", app_name="memserve")
+    handle = memory_index_handle()
     return handle.count_vectors.remote(user).result()
 
 

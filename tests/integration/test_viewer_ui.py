@@ -202,14 +202,15 @@ def test_a_new_memory_appears_in_the_live_feed(running, page, api_key, seeded):
 
 def test_activate_a_generation_and_roll_it_back(running, page, api_key, seeded, tmp_path):
     from playwright.sync_api import expect
-    from ray import serve
 
     from tests.fixtures.random_models import build_random_sentence_transformer
 
     # A complete generation of another model, as a finished rebuild leaves it. Serve's handles
     # block, which they refuse to do on the thread where Playwright runs its event loop.
     def complete_generation() -> int:
-        index = serve.get_deployment_handle("MemoryIndex", app_name="memserve")
+        from deployments.apps import memory_index_handle
+
+        index = memory_index_handle()
         n = index.create_generation.remote(str(model)).result()["generation"]
         deadline = time.monotonic() + 60
         while index.generation_missing.remote(n).result():

@@ -1,4 +1,4 @@
-"""Memories: add messages, search, list, get, edit, delete."""
+"""Memories: add messages, list, get, edit, delete (search: routes/search.py)."""
 
 from datetime import UTC, datetime
 
@@ -12,8 +12,6 @@ from memserve.models import (
     Memory,
     MemoryList,
     MemoryPatch,
-    SearchRequest,
-    SearchResponse,
 )
 from serve_app.api import ids, intake
 from serve_app.api.auth import Caller
@@ -60,17 +58,6 @@ async def add_memories(req: AddMemoriesRequest, svc: Svc, caller: Caller) -> JSO
         repo, user, req.session_id, message_ids, svc.settings.wait_timeout_s
     )
     return JSONResponse(status_code=200 if body.pending == 0 else 202, content=body.model_dump())
-
-
-@router.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
-async def search(req: SearchRequest, svc: Svc, caller: Caller) -> SearchResponse:
-    filters = req.filters.model_dump() if req.filters else {}
-    args = (caller.user(req.user_id), req.query, req.limit, filters, req.strategy)
-    extra = {k: True for k in ("expand_links", "explain") if getattr(req, k)}
-    res = await svc.memory_index.search.remote(*args, **extra)
-    if res is None:
-        raise not_found("unknown_user", f"user {req.user_id!r} has no memories")
-    return SearchResponse.from_search(res, req.expand_links)
 
 
 @router.get("/v1/memories", response_model=MemoryList, responses=ERRORS)

@@ -6,31 +6,30 @@ from benchmarks.common import LOCAL_CONFIG
 from benchmarks.search_levers import cpu_per_request, ratios, variant_config
 
 
+def _deployments(config: dict) -> list[dict]:
+    return [d for app in config["applications"] for d in app["deployments"]]
+
+
 def test_access_log_variant_turns_it_on_in_every_deployment(tmp_path):
     assert variant_config("memserve", tmp_path) == LOCAL_CONFIG
     assert variant_config("int8", tmp_path) == LOCAL_CONFIG
     shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
-    assert all(
-        d["logging_config"] == {"enable_access_log": False}
-        for d in shipped["applications"][0]["deployments"]
-    )
+    assert len(shipped["applications"]) == 2
+    assert all(d["logging_config"] == {"enable_access_log": False} for d in _deployments(shipped))
     logged = yaml.safe_load(variant_config("access_log", tmp_path).read_text())
-    deployments = logged["applications"][0]["deployments"]
-    assert {d["name"] for d in deployments} == {
-        d["name"] for d in shipped["applications"][0]["deployments"]
-    }
+    deployments = _deployments(logged)
+    assert {d["name"] for d in deployments} == {d["name"] for d in _deployments(shipped)}
+    assert "MemoryIndex" in {d["name"] for d in deployments}
     assert all(d["logging_config"] == {"enable_access_log": True} for d in deployments)
     # Everything else as shipped.
-    for d in deployments:
-        d.pop("logging_config")
-    for d in shipped["applications"][0]["deployments"]:
+    for d in deployments + _deployments(shipped):
         d.pop("logging_config")
     assert logged == shipped
 
 
 def test_separate_loops_variant_drops_only_the_replicas_one_loop_environment(tmp_path):
     shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
-    groups = shipped["applications"][0]["deployments"]
+    groups = _deployments(shipped)
     assert all("runtime_env" in d["ray_actor_options"] for d in groups)
     separate = yaml.safe_load(variant_config("separate_loops", tmp_path).read_text())
     for d in groups:

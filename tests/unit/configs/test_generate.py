@@ -10,7 +10,12 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from configs import generate
-from configs.serve_config import APP_NAME, IMPORT_PATH, serve_config
+from configs.serve_config import (
+    APP_NAME,
+    IMPORT_PATH,
+    INDEX_IMPORT_PATH,
+    serve_config,
+)
 from serve_app.profiles import PROFILES, LLMGroup
 
 ROOT = Path(generate.__file__).resolve().parent.parent
@@ -42,11 +47,15 @@ def test_one_serve_config_per_profile():
 def test_serve_config_validates_against_serve_schema(path):
     schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     profile = PROFILES[path.stem]
-    (app,) = schema.applications
+    index, app = schema.applications
+    # The MemoryIndex answers POST /v1/search itself; the main app serves every other route.
+    assert (index.name, index.route_prefix) == (f"{APP_NAME}-index", "/v1/search")
+    assert index.import_path == INDEX_IMPORT_PATH
+    assert [d.name for d in index.deployments] == ["MemoryIndex"]
     assert app.name == APP_NAME and app.route_prefix == "/"
     assert app.import_path == IMPORT_PATH
-    assert app.args == {"profile": profile.name}
-    assert [d.name for d in app.deployments] == list(profile.groups())
+    assert app.args == index.args == {"profile": profile.name}
+    assert [d.name for d in app.deployments] == [n for n in profile.groups() if n != "MemoryIndex"]
     assert schema.http_options.host == profile.http_host
     assert schema.http_options.port == profile.http_port
 
@@ -58,7 +67,10 @@ def test_local_config_is_loopback_on_8000():
 
 @pytest.mark.parametrize("profile", list(PROFILES.values()), ids=lambda p: p.name)
 def test_deployment_entries_carry_the_profile_options(profile):
-    entries = {d["name"]: d for d in serve_config(profile)["applications"][0]["deployments"]}
+    entries = {
+        d["name"]: d for app in serve_config(profile)["applications"] for d in app["deployments"]
+    }
+    assert set(entries) == set(profile.groups())
     for name, group in profile.groups().items():
         entry = entries[name]
         assert entry["max_ongoing_requests"] == group.max_ongoing_requests

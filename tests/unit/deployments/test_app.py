@@ -10,7 +10,13 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from deployments.app import build_app, compression_status, compressor_model, resolve_settings
+from deployments.app import (
+    build_app,
+    build_index_app,
+    compression_status,
+    compressor_model,
+    resolve_settings,
+)
 from serve_app.api.readiness import compression_without_compressor, report
 from serve_app.profiles import LOCAL, T4, BatchedGroup
 from serve_app.settings import Settings
@@ -48,6 +54,11 @@ def test_build_app_applies_the_profile_to_every_group(
     monkeypatch.setenv("MEMSERVE_COMPRESSOR_MODEL", str(random_llmlingua2_dir))
 
     deployments = bound_deployments(build_app({"profile": "local"}))
+    # The MemoryIndex is its own application's ingress (POST /v1/search), not in the main one.
+    assert "MemoryIndex" not in deployments
+    index = bound_deployments(build_index_app({"profile": "local"}))
+    assert list(index) == ["MemoryIndex"]
+    deployments.update(index)
 
     # The local profile names no compressor model: the group runs because the settings do.
     groups = {**LOCAL.groups(), "Compressor": LOCAL.compressor}
@@ -69,7 +80,7 @@ def test_build_app_without_a_compressor_model_leaves_the_group_out(pg_dsn, tmp_p
 
     deployments = bound_deployments(build_app({"profile": "local"}))
 
-    assert set(deployments) == set(LOCAL.groups())
+    assert set(deployments) == set(LOCAL.groups()) - {"MemoryIndex"}
     assert "Compressor" not in deployments
 
 

@@ -1,5 +1,6 @@
 """The Ingress shell: it serves the API application and installs the Services its routes get."""
 
+import asyncio
 import inspect
 
 from fastapi.testclient import TestClient
@@ -30,8 +31,8 @@ def test_the_replica_installs_its_services_for_the_routes(monkeypatch, tmp_path)
     assert not inspect.iscoroutinefunction(user_cls.__init__)
     handle = FakeHandle()
     instance = object.__new__(user_cls)
-    user_cls.__init__(instance, {"data_dir": tmp_path}, handle, handle, handle, 3)
-    assert services.services() is instance.services
+    user_cls.__init__(instance, {"data_dir": tmp_path}, handle, handle, 3, memory_index=handle)
+    assert asyncio.run(services.services()) is instance.services
     # The routes call the other groups by value, over their replicas' gRPC servers.
     assert handle.options_given == [{"_by_reference": False}] * 3
     assert instance.services.jobs is not None and instance.services.memory_index is handle.by_value

@@ -48,9 +48,12 @@ def test_settings_fill_an_address_the_file_leaves_out(tmp_path, monkeypatch):
     assert config["http_options"] == {"host": settings.http_host, "port": settings.http_port}
 
 
-def test_the_local_config_deploys_the_builder():
+def test_the_local_config_deploys_the_builders():
     config = load_config(ROOT / "configs" / "local.yaml", Settings())
-    assert [a["import_path"] for a in config["applications"]] == ["deployments.app:build_app"]
+    assert [a["import_path"] for a in config["applications"]] == [
+        "deployments.app:build_index_app",
+        "deployments.app:build_app",
+    ]
 
 
 class FakeService:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 import deployments.memory_index as shell_module
-from deployments.memory_index import MemoryIndexDeployment
+from deployments.handles import InProcess
+from serve_app.api import services
 from serve_app.settings import Settings
 from tests.unit.retrieval.memory_data import DIM, BowModel, bow, row, store_rows
 from tests.unit.storage.conftest import pg_dsn, repo  # noqa: F401  (fixtures used here)
@@ -37,6 +39,14 @@ CALLED = {
 }
 
 
+# The class as written (Serve's ingress wrapper subclasses it and serves the search app).
+MemoryIndexDeployment = next(
+    c
+    for c in shell_module.MemoryIndexDeployment.__mro__[1:]
+    if c.__qualname__ == "MemoryIndexDeployment"
+)
+
+
 class QueryEncoder:
     """The served model, in process: what `load_encoder` gives the shell."""
 
@@ -56,6 +66,8 @@ async def shell(pg_dsn, repo, tmp_path, monkeypatch):  # noqa: F811
     loaded = []
     monkeypatch.setattr(shell_module, "_load_model", BowModel)
     monkeypatch.setattr(shell_module, "load_encoder", lambda *args: loaded.append(args) or encoder)
+    monkeypatch.setattr(services, "_installed", None)
+    monkeypatch.delenv("MEMSERVE_ADMIN_KEY", raising=False)
     env = Settings(pg_dsn=pg_dsn, data_dir=tmp_path, embedding_model="served").model_dump()
     d = MemoryIndexDeployment.__new__(MemoryIndexDeployment)
     await d.__init__(env)  # Serve awaits an async constructor
@@ -64,6 +76,14 @@ async def shell(pg_dsn, repo, tmp_path, monkeypatch):  # noqa: F811
     yield d
     d._maintenance.cancel()
     await d.core.close()
+
+
+def search_client(admin_key: str | None) -> httpx.AsyncClient:
+    """HTTP to the replica's search app as Serve gives it a request: mounted at its route
+    prefix (the ASGI root_path), the path whole."""
+    transport = httpx.ASGITransport(app=shell_module.app, root_path="/v1/search")
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    return httpx.AsyncClient(transport=transport, base_url="http://index", headers=headers)
 
 
 def test_the_shell_exposes_what_its_callers_call():
@@ -114,3 +134,39 @@ async def test_the_maintenance_loop_runs_until_the_replica_goes(shell):
     shell.__del__()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_post_search_is_answered_in_the_replica_that_holds_the_index(
+    shell,
+    repo,  # noqa: F811
+    tmp_path,
+):
+    # The routes get this replica's Services: the index in process, no handle.
+    svc = await services.services()
+    assert svc is shell.services and isinstance(svc.memory_index, InProcess)
+    assert svc.admin_key == (tmp_path / "admin.key").read_text().strip()
+    rows = [row("u", "s", i, t) for i, t in enumerate(["a dog", "a cat", "Paris pizza"])]
+    await shell.index(await store_rows(repo, rows), 1)
+    async with search_client(svc.admin_key) as c:
+        r = await c.post("/v1/search", json={"user_id": "u", "query": "pizza", "limit": 1})
+        assert r.status_code == 200, r.text
+        assert [m["memory"] for m in r.json()["results"]] == ["Paris pizza"]
+        assert r.headers["x-request-id"]
+        # The whole API's error answers, from this app too.
+        r = await c.post("/v1/search", json={"user_id": "nobody", "query": "pizza"})
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_user")
+        r = await c.post("/v1/search", json={"user_id": "u", "query": "q", "limit": 0})
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+        r = await c.post("/v1/search", content=b"{not json", headers={"content-type": "x"})
+        assert r.status_code == 422
+        r = await c.get("/v1/search")
+        assert r.status_code == 405 and "error" in r.json()
+        r = await c.post("/v1/search/more", json={"user_id": "u", "query": "pizza"})
+        assert r.status_code == 404 and "error" in r.json()
+    async with search_client(None) as c:
+        r = await c.post("/v1/search", json={"user_id": "u", "query": "pizza"})
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "missing_key")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    async with search_client("ms_not-a-key") as c:
+        r = await c.post("/v1/search", json={"user_id": "u", "query": "pizza"})
+        assert r.status_code == 401

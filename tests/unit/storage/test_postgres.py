@@ -161,9 +161,7 @@ async def test_the_pool_reconnects_after_the_server_dropped_its_connections(repo
         await admin.close()
 
 
-async def test_a_released_connection_keeps_no_transaction_or_lock_and_sends_no_reset(
-    repo, pg_dsn
-):
+async def test_a_released_connection_keeps_no_transaction_or_lock_and_sends_no_reset(repo, pg_dsn):
     """The pool releases connections without asyncpg's reset query; what a caller left open
     (a transaction, its advisory lock, its writes) is still rolled back."""
     pool = repo.pool
