@@ -34,10 +34,13 @@ class Running:
         return httpx.Client(base_url=self.url, timeout=120)
 
     def restart_app(self) -> None:
-        """Kill every replica of the application and deploy it again on the same data."""
+        """Kill every replica of both applications and deploy them again on the same data."""
         from ray import serve
 
-        serve.delete("memserve")
+        from deployments.apps import APP_NAME, index_app
+
+        for app in (APP_NAME, index_app(APP_NAME)):
+            serve.delete(app)
         self.service.deploy()
 
 

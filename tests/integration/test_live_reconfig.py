@@ -6,8 +6,8 @@ from deployments.launch import Service
 
 
 def _embedder(config: dict) -> dict:
-    app = config["applications"][0]
-    return next(d for d in app["deployments"] if d["name"] == "Embedder")
+    deployments = (d for app in config["applications"] for d in app["deployments"])
+    return next(d for d in deployments if d["name"] == "Embedder")
 
 
 def test_user_config_change_applies_without_restart(running, tmp_path):

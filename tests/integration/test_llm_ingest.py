@@ -31,8 +31,8 @@ TOPICS = [
 
 
 def _worker(config: dict) -> dict:
-    app = config["applications"][0]
-    return next(d for d in app["deployments"] if d["name"] == "IngestWorker")
+    deployments = (d for app in config["applications"] for d in app["deployments"])
+    return next(d for d in deployments if d["name"] == "IngestWorker")
 
 
 def _deploy_with(running, tmp_path, user_config: dict) -> None:

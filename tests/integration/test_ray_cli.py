@@ -47,8 +47,9 @@ def test_serve_status_and_deploy(running, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Sent deploy request successfully" in r.stdout + r.stderr
     status = yaml.safe_load(r.stdout[r.stdout.index("proxies:") :])
-    assert status["applications"]["memserve"]["status"] in ("RUNNING", "DEPLOYING")
-    running.service._wait_running(["memserve"], 300)
+    for app in ("memserve-index", "memserve"):
+        assert status["applications"][app]["status"] in ("RUNNING", "DEPLOYING")
+    running.service._wait_running(["memserve-index", "memserve"], 300)
 
 
 def test_ray_job_submit_and_list(running):
