@@ -52,7 +52,6 @@ from benchmarks.common import (
 from benchmarks.locomo_data import LocomoConversation, load_conversations
 from deployments.apps import APP_NAME, index_app
 
-APP = APP_NAME
 REPLICA_GROUPS = ("Ingress", "Embedder", "MemoryIndex", "IngestWorker", "Compressor")
 KINDS = (*REPLICA_GROUPS, "controller", "postgres")
 
@@ -118,7 +117,7 @@ def pids_of(kind: str, pgdata: Path | None) -> list[int]:
         if pid_file is None or not pid_file.exists():
             return []
         return [int(pid_file.read_text().split()[0])]
-    app = index_app(APP) if kind == "MemoryIndex" else APP
+    app = index_app() if kind == "MemoryIndex" else APP_NAME
     wanted = "ServeController" if kind == "controller" else f"ServeReplica:{app}:{kind}"
     return sorted(a.pid for a in _alive_actors() if a.class_name == wanted and a.pid)
 

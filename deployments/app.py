@@ -22,7 +22,7 @@ from deployments.memory_index import build_memory_index
 from serve_app.llm.config import with_profile_backend
 from serve_app.pipeline.compression import compressor_available
 from serve_app.profiles import HardwareProfile, get_profile
-from serve_app.security.keys import ensure_admin_key
+from serve_app.security.keys import admin_key_of
 from serve_app.settings import Settings
 from serve_app.storage import embedded_pg
 from serve_app.storage.postgres import create_pool, migrate
@@ -49,10 +49,9 @@ def resolve_settings(profile_embedded: bool) -> Settings:
     if settings.qdrant_url is None and not profile_embedded:
         raise ValueError("this profile needs MEMSERVE_QDRANT_URL (a Qdrant server)")
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    # One admin key for every Ingress replica, wherever it runs: the environment's, or the
-    # data directory's on the node that builds the application.
-    secret = settings.admin_key.get_secret_value() if settings.admin_key else None
-    key = ensure_admin_key(secret, settings.data_dir)[0]
+    # One admin key for every replica that answers HTTP, wherever it runs: the environment's,
+    # or the data directory's on the node that builds the application.
+    key = admin_key_of(settings.admin_key, settings.data_dir)
     return settings.model_copy(update={"admin_key": SecretStr(key)})
 
 

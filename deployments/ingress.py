@@ -13,7 +13,7 @@ from serve_app.api.app import create_app
 from serve_app.api.services import Services, install
 from serve_app.maintenance.orchestration import JobOrchestrator
 from serve_app.profiles import GroupResources
-from serve_app.security.keys import ensure_admin_key
+from serve_app.security.keys import admin_key_of
 from serve_app.serving_env import install_gateway_error_page
 from serve_app.settings import Settings
 
@@ -28,13 +28,12 @@ class IngressDeployment:
         settings = Settings(**settings_env)
         memory_index = memory_index or sibling_memory_index()
         memory_index, worker, embedder = direct(memory_index), direct(worker), direct(embedder)
-        secret = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.services = Services(
             settings=settings,
             memory_index=memory_index,
             worker=worker,
             embedder=embedder,
-            admin_key=ensure_admin_key(secret, settings.data_dir)[0],
+            admin_key=admin_key_of(settings.admin_key, settings.data_dir),
             replicas=replicas,
         )
         self.services.jobs = JobOrchestrator(

@@ -23,7 +23,7 @@ from serve_app.encoding.torch_encoder import Embedder
 from serve_app.model.audit import AuditRecord
 from serve_app.profiles import GroupResources
 from serve_app.retrieval.memory_index import MemoryIndex
-from serve_app.security.keys import ensure_admin_key
+from serve_app.security.keys import admin_key_of
 from serve_app.settings import Settings
 from serve_app.storage.vectors import VectorPoint
 
@@ -57,14 +57,13 @@ class MemoryIndexDeployment:
             settings, model, encoder.dim, self.queries.encode, _load_model
         )
         self.generations = self.core.generations
-        secret = settings.admin_key.get_secret_value() if settings.admin_key else None
         # What POST /v1/search works with here: this replica's index, and its pool for keys.
         self.services = Services(
             settings=settings,
             memory_index=InProcess(self),
             worker=None,
             embedder=None,
-            admin_key=ensure_admin_key(secret, settings.data_dir)[0],
+            admin_key=admin_key_of(settings.admin_key, settings.data_dir),
             replicas=replicas,
             _pool=self.core.pool,
         )

@@ -17,7 +17,8 @@ import logging
 
 import numpy as np
 
-from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
+from deployments.apps import memory_index_handle
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql
 from serve_app.maintenance.consolidation import GroupDecision, older_candidates, plan_group
 from serve_app.maintenance.deciders import make_decider
 from serve_app.storage import consolidation_repo, jobs_repo, maintenance_repo

@@ -14,7 +14,7 @@ import json
 
 import ray
 
-from jobs.runtime import memory_index_handle
+from deployments.apps import memory_index_handle
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,8 @@ import asyncio
 
 import numpy as np
 
-from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
+from deployments.apps import memory_index_handle
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql
 from serve_app.maintenance.deciders import make_linker
 from serve_app.storage import jobs_repo, links_repo, maintenance_repo
 

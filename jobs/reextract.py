@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import ray
 
-from jobs.runtime import JobRun, actor_args, base_parser, memory_index_handle, read_sql
+from deployments.apps import memory_index_handle
+from jobs.runtime import JobRun, actor_args, base_parser, read_sql
 from serve_app.maintenance.reextraction import (
     ExtractionSpec,
     ReextractConfigError,

@@ -38,13 +38,6 @@ def base_parser(kind: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def memory_index_handle(app: str):
-    """The MemoryIndex of the memserve application `app` (in its index application)."""
-    from deployments import apps
-
-    return apps.memory_index_handle(app)
-
-
 def connection_factory(dsn: str) -> Callable[[], psycopg.Connection]:
     # Ray Data's read_sql wants a DB-API 2 connection; psycopg is one (asyncpg is not).
     return functools.partial(psycopg.connect, dsn)

@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from pydantic import SecretStr
+
 PREFIX = "ms_"
 ADMIN_KEY_FILE = "admin.key"
 
@@ -27,6 +29,11 @@ def looks_like_key(token: str) -> bool:
 
 def admin_key_path(data_dir: Path) -> Path:
     return data_dir / ADMIN_KEY_FILE
+
+
+def admin_key_of(configured: SecretStr | None, data_dir: Path) -> str:
+    """The configured admin key (MEMSERVE_ADMIN_KEY), else the data directory's."""
+    return ensure_admin_key(configured.get_secret_value() if configured else None, data_dir)[0]
 
 
 def ensure_admin_key(env_key: str | None, data_dir: Path) -> tuple[str, Path | None]:
