@@ -116,11 +116,16 @@ class Settings(BaseSettings):
     segment_threshold_step: float = Field(default=0.05, gt=0)
     segment_coarse_tolerance: int = Field(default=3, ge=0)
     # Extractive path without compression: the cut embeds each message's entry index text, so
-    # the entry write reuses its vector (one encode per message instead of two). Off: adjacent
-    # message_ctx index texts share the context and the date, so their similarity rarely drops
-    # below the thresholds (LoCoMo conv-26, first 240 turns, MiniLM: median 0.85, 0 boundaries
-    # in 16-turn windows, against 0.46 and 19 on the plain text).
-    cut_on_entry_text: bool = False
+    # the entry write reuses its vector (one encode per message instead of two). Consecutive
+    # index texts share the date and the previous turn, so their similarities sit higher than
+    # the plain texts' (LoCoMo conv-26, first 240 turns, MiniLM: median 0.85 against 0.46): the
+    # cut on them has its own thresholds, those whose boundaries come closest to LightMem's cut
+    # of the plain texts (`python -m benchmarks.segmentation_agreement`). Only topic ids and how
+    # flushes group depend on the cut here: the entries, their vectors and recall do not.
+    # Off: the cut embeds the plain texts with LightMem's thresholds, the entries after.
+    cut_on_entry_text: bool = True
+    segment_entry_similarity_threshold: float = Field(default=0.6, ge=-1, le=1)
+    segment_entry_max_similarity_threshold: float = Field(default=0.95, ge=-1, le=1)
 
     @property
     def pg_data_dir(self) -> Path:

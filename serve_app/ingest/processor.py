@@ -116,7 +116,13 @@ class IngestProcessor:
         # Room for every text of a batch (its messages and the held ones cut again), so a
         # vector the cut made is still cached when its session's flushes are taken.
         cache = max(SEGMENT_CACHE_SIZE, 8 * settings.worker_batch_messages)
-        self.cut = Cutter(embed, SegmentationConfig.from_settings(settings), attend, cache)
+        self.cut = Cutter(
+            embed,
+            SegmentationConfig.from_settings(settings),
+            attend,
+            cache,
+            SegmentationConfig.from_settings(settings, entry_texts=True),
+        )
 
     @property
     def compression_on(self) -> bool:
@@ -189,6 +195,7 @@ class IngestProcessor:
         )
         for w in work:
             w.intake = [next(intook) for _ in w.fresh]
+        await self._prefetch(work)
         await asyncio.gather(*(self._advance(w) for w in work))
         ok = [w for w in work if w.error is None]
         totals = PipelineTotals(failed_sessions=len(work) - len(ok))
@@ -212,6 +219,14 @@ class IngestProcessor:
             await self._save(conn, w, totals, version)
         totals.entries = len(rows)
         return totals
+
+    async def _prefetch(self, work: list[_SessionWork]) -> None:
+        """The batch's texts for its cuts in one embed call; a failure is left to the cuts,
+        which embed what is missing and fail only their own session."""
+        try:
+            await self.cut.prefetch([i.buffered for w in work for i in w.intake])
+        except Exception as e:
+            logger.warning("embedding the batch ahead of its cuts failed: %r", e)
 
     async def _advance(self, w: _SessionWork) -> None:
         """Feed the session's buffers; a failure stays with this session."""

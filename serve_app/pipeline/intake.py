@@ -5,13 +5,14 @@
 - `Cutter`: the `cut` callable of `SessionBuffers` (pipeline/buffers.py): the embedder's vectors,
   and the compressor's attention when on, through `segment_boundaries`.
 
-Embedding each message once: with compression off and a per-message entry unit, intake can
-give each buffered message the index text of its future extractive entry (the worker's
-`cut_on_entry_text`, see settings.py for what it costs segmentation), and the cut embeds that
-text; the entry write then takes the vector from the cut's `VectorCache` (keyed by text, so a
-text that differs, e.g. after a change of entry unit, is simply embedded again). With
-compression on, the cut reads the compressed text (LightMem segments what it compresses) and
-entries, built from the original text, are embedded at the write.
+Embedding each message once: with compression off, no LLM and a per-message entry unit,
+intake gives each buffered message the index text of its future extractive entry (the worker's
+`cut_on_entry_text`, on by default; settings.py says what it costs segmentation), and the cut
+embeds that text, with thresholds of its own; the entry write then takes the vector from the
+cut's `VectorCache` (keyed by text, so a text that differs, e.g. after a change of entry unit,
+is simply embedded again). With compression on, the cut reads the compressed text (LightMem
+segments what it compresses) and entries, built from the original text, are embedded at the
+write.
 """
 
 from __future__ import annotations
@@ -131,7 +132,11 @@ class VectorCache:
 
 
 class Cutter:
-    """Topic boundaries of a sensory window; safe to share between concurrent sessions."""
+    """Topic boundaries of a sensory window; safe to share between concurrent sessions.
+
+    A window whose messages all carry their entry's index text (intake's `unit`) is cut on
+    those texts with `entry_segmentation`'s thresholds, so the entry write reuses the vectors;
+    any other window on the plain (or compressed) texts with `segmentation`'s."""
 
     def __init__(
         self,
@@ -139,21 +144,33 @@ class Cutter:
         segmentation: SegmentationConfig,
         attend: Attend | None = None,
         cache_size: int = SEGMENT_CACHE_SIZE,
+        entry_segmentation: SegmentationConfig | None = None,
     ) -> None:
         self.embed = embed
         self.attend = attend
         self.segmentation = segmentation
+        self.entry_segmentation = entry_segmentation or segmentation
         self.vectors = VectorCache(cache_size)
+
+    async def prefetch(self, messages: Sequence[BufferedMessage]) -> None:
+        """Embed, in one call, what the cuts of these messages will read: the embedder gets
+        full batches instead of one window at a time (a window waits for the one before)."""
+        # Per message: one without an index text (a blank one) sends its windows to the plain
+        # texts, which are then embedded at the cut.
+        texts = [m.index_text or m.text for m in messages]
+        if texts:
+            await self.vectors.embed(texts, self.embed)
 
     async def __call__(self, window: Sequence[BufferedMessage]) -> list[int]:
         if len(window) < 2:
             return []
-        # The entry's index text when intake gave one (embedded once for the cut and the entry).
-        embedded = [m.index_text or m.text for m in window]
+        on_entries = all(m.index_text for m in window)
+        config = self.entry_segmentation if on_entries else self.segmentation
+        embedded = [m.index_text if on_entries else m.text for m in window]
         if self.attend is None:
             vectors = await self.vectors.embed(embedded, self.embed)
-            return segment_boundaries(vectors, None, self.segmentation)
+            return segment_boundaries(vectors, None, config)
         vectors, attention = await asyncio.gather(
             self.vectors.embed(embedded, self.embed), self.attend([[m.text for m in window]])
         )
-        return segment_boundaries(vectors, attention[0], self.segmentation)
+        return segment_boundaries(vectors, attention[0], config)

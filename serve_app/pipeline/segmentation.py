@@ -44,10 +44,18 @@ class SegmentationConfig:
             raise ValueError("coarse_tolerance must be >= 0")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SegmentationConfig:
+    def from_settings(cls, settings: Settings, *, entry_texts: bool = False) -> SegmentationConfig:
+        """The thresholds for plain message texts, or (`entry_texts`) for entries' index texts,
+        whose neighbours are more alike (settings.py says why and how they were chosen)."""
+        if entry_texts:
+            low = settings.segment_entry_similarity_threshold
+            high = settings.segment_entry_max_similarity_threshold
+        else:
+            low = settings.segment_similarity_threshold
+            high = settings.segment_max_similarity_threshold
         return cls(
-            similarity_threshold=settings.segment_similarity_threshold,
-            max_similarity_threshold=settings.segment_max_similarity_threshold,
+            similarity_threshold=low,
+            max_similarity_threshold=high,
             threshold_step=settings.segment_threshold_step,
             coarse_tolerance=settings.segment_coarse_tolerance,
         )

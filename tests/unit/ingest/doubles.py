@@ -48,6 +48,7 @@ class Engines:
         self.fail_index = False
         self.embed_fail_on: str | None = None
         self.embedded: list[str] = []
+        self.embed_calls: list[list[str]] = []
         self.compressed: list[str] = []
         self.attended: list[list[str]] = []
 
@@ -56,6 +57,7 @@ class Engines:
         if self.embed_fail_on and any(self.embed_fail_on in t for t in texts):
             raise RuntimeError("embedder refused the text")
         self.embedded += texts
+        self.embed_calls.append(list(texts))
         return [bag_of_words(t) for t in texts]
 
     async def index(self, points, version: int = 1) -> None:

@@ -241,8 +241,14 @@ async def test_a_failing_session_does_not_hold_up_the_others(pool):
     assert "embedder refused" in err
 
 
-async def test_segments_follow_scripted_topic_shifts(pool):
-    proc = processor(pool, Engines(), sensory_max_tokens=512, short_term_max_tokens=512)
+async def test_the_plain_text_cut_follows_scripted_topic_shifts(pool):
+    proc = processor(
+        pool,
+        Engines(),
+        sensory_max_tokens=512,
+        short_term_max_tokens=512,
+        cut_on_entry_text=False,
+    )
     convo = conversation(40, seed=5)
     await add(pool, "u", "s", convo)
     await BuffersRepo.request_flush(pool, "u", "s")
@@ -273,7 +279,7 @@ async def _embed_once_run(pool, engines: Engines, user: str, prefix: str, **kw) 
 
 async def test_cut_on_entry_text_embeds_each_message_once_and_keeps_the_entries(pool):
     before, once = Engines(), Engines()
-    plain = await _embed_once_run(pool, before, "a", "a")
+    plain = await _embed_once_run(pool, before, "a", "a", cut_on_entry_text=False)
     rows = await _embed_once_run(pool, once, "b", "b", cut_on_entry_text=True)
     assert len(rows) == len(plain) == 90
     # Each message's entry index text went to the embedder exactly once, and nothing else did.
@@ -287,6 +293,21 @@ async def test_cut_on_entry_text_embeds_each_message_once_and_keeps_the_entries(
         vector = np.asarray(once.points[r["id"]].vector)
         assert np.array_equal(vector, bag_of_words(r["index_text"]))
         assert np.array_equal(vector, np.asarray(before.points[_twin(r, plain)].vector))
+
+
+async def test_a_batch_embeds_what_its_cuts_read_in_one_call(pool):
+    engines = Engines()
+    proc = processor(pool, engines)  # 64-token sensory windows: several cuts per session
+    for i, s in enumerate("xyz"):
+        await add(pool, "one", s, conversation(20, seed=i, prefix=f"{s}-"))
+        await BuffersRepo.request_flush(pool, "one", s)
+    await drain(proc)
+    rows = await entries(pool, "one")
+    assert len(rows) == 60
+    # One batch: its windows were cut, one after another, on vectors of that one call, and
+    # the entries were written under them.
+    assert [sorted(c) for c in engines.embed_calls] == [sorted(r["index_text"] for r in rows)]
+    assert len({r["topic_id"] for r in rows}) > 3
 
 
 def _twin(row: dict, plain: list[dict]) -> str:

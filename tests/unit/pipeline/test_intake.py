@@ -116,3 +116,34 @@ async def test_the_cut_embeds_the_index_text_and_a_state_saved_without_it_loads(
     assert set(cut.vectors.peek([*embedded, "never seen"])) == set(embedded)
     old = {k: v for k, v in window[0].to_json().items() if k != "index_text"}
     assert BufferedMessage.from_json(old) == replace(window[0], index_text=None)
+
+
+async def test_windows_of_index_texts_are_cut_with_their_own_thresholds():
+    async def embed(texts: list[str]):
+        return [bag_of_words(t) for t in texts]
+
+    # One threshold set that never finds a boundary, one that always does.
+    never = SegmentationConfig(similarity_threshold=-1.0, max_similarity_threshold=-1.0)
+    always = SegmentationConfig(similarity_threshold=1.0, max_similarity_threshold=1.0)
+    with_index = [i.buffered for i in await intake(_messages(), None, unit="message_ctx")]
+    plain = [replace(m, index_text=None) for m in with_index]
+    assert await Cutter(embed, never, entry_segmentation=always)(with_index) == [1]
+    assert await Cutter(embed, always, entry_segmentation=never)(with_index) == []
+    assert await Cutter(embed, always, entry_segmentation=never)(plain) == [1]
+    # A window with one message lacking an index text (a blank one) is cut on the plain texts.
+    mixed = [with_index[0], replace(with_index[1], index_text=None)]
+    assert await Cutter(embed, never, entry_segmentation=always)(mixed) == []
+
+
+async def test_prefetch_embeds_what_the_cut_reads_in_one_call():
+    calls: list[list[str]] = []
+
+    async def embed(texts: list[str]):
+        calls.append(list(texts))
+        return [bag_of_words(t) for t in texts]
+
+    window = [i.buffered for i in await intake(_messages(), None, unit="message_ctx")]
+    cut = Cutter(embed, SegmentationConfig())
+    await cut.prefetch(window)
+    await cut(window)
+    assert calls == [[m.index_text for m in window]]
