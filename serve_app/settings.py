@@ -118,10 +118,11 @@ class Settings(BaseSettings):
     # Extractive path without compression: the cut embeds each message's entry index text, so
     # the entry write reuses its vector (one encode per message instead of two). Consecutive
     # index texts share the date and the previous turn, so their similarities sit higher than
-    # the plain texts' (LoCoMo conv-26, first 240 turns, MiniLM: median 0.85 against 0.46): the
-    # cut on them has its own thresholds, those whose boundaries come closest to LightMem's cut
-    # of the plain texts (`python -m benchmarks.segmentation_agreement`). Only topic ids and how
-    # flushes group depend on the cut here: the entries, their vectors and recall do not.
+    # the plain texts' (LoCoMo dev, MiniLM: median 0.84 against 0.45): the cut on them has its
+    # own thresholds, chosen for boundaries closest to LightMem's cut of the plain texts (F1
+    # 0.32 against 0.18 for as many at random; `python -m benchmarks.segmentation_agreement`).
+    # Only topic ids and how flushes group depend on the cut here: the entries, their vectors
+    # and recall do not.
     # Off: the cut embeds the plain texts with LightMem's thresholds, the entries after.
     cut_on_entry_text: bool = True
     segment_entry_similarity_threshold: float = Field(default=0.6, ge=-1, le=1)
