@@ -28,7 +28,7 @@ from benchmarks.common import load_minilm, machine_info, relpath, write_result
 from benchmarks.locomo_data import LocomoConversation, load_conversations
 from serve_app.model.messages import StoredMessage
 from serve_app.pipeline.buffers import BufferConfig, BufferedMessage, SessionBuffers
-from serve_app.pipeline.intake import Cutter, intake
+from serve_app.pipeline.intake import Cutter, VectorCache, intake
 from serve_app.pipeline.segmentation import SegmentationConfig, consecutive_similarities
 from serve_app.settings import Settings
 
@@ -44,18 +44,19 @@ def stored_sessions(conv: LocomoConversation) -> list[list[StoredMessage]]:
     ]
 
 
-class Vectors:
-    """The service's MiniLM, each text encoded once for all cuts of the run."""
+def cached_minilm():
+    """The service's MiniLM behind the pipeline's text-keyed cache, sized to hold every text of
+    the run: each text is encoded once for all the cuts."""
+    model = load_minilm(2)
+    cache = VectorCache(size=1 << 20)
 
-    def __init__(self) -> None:
-        self.model = load_minilm(2)
-        self.known: dict[str, np.ndarray] = {}
+    async def encode(texts: list[str]):
+        return model.encode(texts)
 
-    async def embed(self, texts: list[str]) -> list[np.ndarray]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
-        if missing:
-            self.known.update(zip(missing, self.model.encode(missing), strict=True))
-        return [self.known[t] for t in texts]
+    async def embed(texts: list[str]):
+        return await cache.embed(texts, encode)
+
+    return embed
 
 
 async def boundaries(
@@ -100,15 +101,15 @@ async def run(data: Path, grid: bool) -> dict[str, Any]:
     sizes = [len(s) for s in stored]
     plain = [[i.buffered for i in await intake(s, None)] for s in stored]
     entry = [[i.buffered for i in await intake(s, None, unit=settings.entry_unit)] for s in stored]
-    vectors = Vectors()
+    embed = cached_minilm()
     lightmem = SegmentationConfig.from_settings(settings)
     on_entries = SegmentationConfig.from_settings(settings, entry_texts=True)
-    reference = await boundaries(plain, Cutter(vectors.embed, lightmem), config)
-    found = await boundaries(entry, Cutter(vectors.embed, lightmem, None, 4096, on_entries), config)
+    reference = await boundaries(plain, Cutter(embed, lightmem), config)
+    found = await boundaries(entry, Cutter(embed, lightmem, entry_segmentation=on_entries), config)
 
     async def median_similarity(sessions: list[list[BufferedMessage]]) -> float:
         sims = [
-            consecutive_similarities(await vectors.embed([m.index_text or m.text for m in s]))
+            consecutive_similarities(await embed([m.index_text or m.text for m in s]))
             for s in sessions
         ]
         return round(float(np.median(np.concatenate(sims))), 3)
@@ -128,7 +129,7 @@ async def run(data: Path, grid: bool) -> dict[str, Any]:
         "entry_cut_vs_plain_cut": agreement(reference, found, sizes),
         # The entry texts cut with LightMem's thresholds: why they have their own.
         "entry_cut_lightmem_thresholds": agreement(
-            reference, await boundaries(entry, Cutter(vectors.embed, lightmem), config), sizes
+            reference, await boundaries(entry, Cutter(embed, lightmem), config), sizes
         ),
     }
     if grid:
@@ -136,7 +137,7 @@ async def run(data: Path, grid: bool) -> dict[str, Any]:
         for low in np.arange(0.3, 0.81, 0.05):
             for high in np.arange(low, 0.96, 0.05):
                 seg = SegmentationConfig(round(low, 2), round(high, 2))
-                cut = Cutter(vectors.embed, lightmem, None, 4096, seg)
+                cut = Cutter(embed, lightmem, entry_segmentation=seg)
                 rows.append(
                     {
                         "thresholds": [seg.similarity_threshold, seg.max_similarity_threshold],
