@@ -50,6 +50,25 @@ def _ingest(c, user, sessions: dict[str, list[dict]]) -> None:
             time.sleep(0.2)
 
 
+def _settle() -> None:
+    """Flush every session of the shared service that still holds unprocessed messages (other
+    tests' sessions are otherwise flushed when idle, a minute later) and wait until none is
+    left: a switch, and a rollback, requeue what was processed meanwhile, for every user."""
+    from ray import serve
+
+    worker = serve.get_deployment_handle("IngestWorker", app_name="memserve")
+    unfinished = (
+        "SELECT DISTINCT user_id, session_id FROM messages WHERE status IN ('pending', 'buffered')"
+    )
+    with _pg() as conn:
+        for user_id, session_id in conn.execute(unfinished).fetchall():
+            worker.flush.remote(user_id, session_id).result()
+        deadline = time.monotonic() + 60
+        while left := conn.execute(unfinished).fetchall():
+            assert time.monotonic() < deadline, left
+            time.sleep(0.2)
+
+
 def _memories(c, user) -> list[dict]:
     r = c.get("/v1/memories", params={"user_id": user, "limit": 500})
     assert r.status_code == 200, r.text
@@ -390,6 +409,7 @@ def test_reextract_with_an_llm_switches_under_search_load_and_rolls_back_in_one_
     served = Counter()
     stop = threading.Event()
     with running.client() as c:
+        _settle()
         _ingest(c, user, history)
         before_version = _active_version(c)
         before = _memories(c, user)
