@@ -7,8 +7,8 @@ The default Ray Serve app's empty endpoint is measured first, in the same run. V
 
 - `memserve`: the shipped settings (`configs/local.yaml`, the cluster's fast-path switches);
 - `access_log`: Serve's per-request access log line on every group (shipped: off);
-- `int8`: the int8-quantized query encoder (`MEMSERVE_QUERY_ENCODER=onnx-int8`; shipped: the
-  exact ONNX graph);
+- `exact_queries`: queries embedded by the exact ONNX graph (`MEMSERVE_QUERY_ENCODER=onnx`;
+  shipped: its int8-quantized graph);
 - `separate_loops`: replicas without `RAY_SERVE_THROUGHPUT_OPTIMIZED` (the profile's `one_loop`
   off): Serve's request handling, its handle router and the replica's code each on their own
   thread and loop (shipped: one loop per replica);
@@ -47,11 +47,11 @@ from benchmarks.fast_path import floor
 from benchmarks.search_latency import fill
 from benchmarks.synthetic import questions
 
-VARIANTS = ("memserve", "access_log", "int8", "separate_loops", "haproxy_metrics_off")
+VARIANTS = ("memserve", "access_log", "exact_queries", "separate_loops", "haproxy_metrics_off")
 USER = "levers-fill"
 
 ENV: dict[str, dict[str, str]] = {
-    "int8": {"MEMSERVE_QUERY_ENCODER": "onnx-int8"},
+    "exact_queries": {"MEMSERVE_QUERY_ENCODER": "onnx"},
     "haproxy_metrics_off": {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
 }
 

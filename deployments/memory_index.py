@@ -2,8 +2,9 @@
 the only component that talks to the vector store (search, edits, erasure, vector writes,
 generations). It is the ingress of its own application (deployments/apps.py): POST /v1/search
 is answered here (serve_app.api.search_app), no handle hop between the HTTP front and the
-index. Queries are embedded here, in process: ONNX Runtime in a worker thread, concurrent
-queries batched together. The other groups and the offline jobs call the rest by handle.
+index. Queries are embedded here, in process: ONNX Runtime (the int8 graph by default) in a
+worker thread, concurrent queries batched together; entries embedded here use the exact graph.
+The other groups and the offline jobs call the rest by handle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ray import serve
 from deployments.handles import InProcess
 from serve_app.api.search_app import create_search_app
 from serve_app.api.services import Services, install
-from serve_app.encoding import load_encoder
+from serve_app.encoding import load_encoders
 from serve_app.encoding.batcher import BatchingEncoder
 from serve_app.encoding.heap import release_periodically
 from serve_app.encoding.torch_encoder import Embedder
@@ -45,16 +46,22 @@ class MemoryIndexDeployment:
     async def __init__(self, settings_env: dict, replicas: int = 1) -> None:
         settings = Settings(**settings_env)
         model = settings.embedding_model
-        encoder = await asyncio.to_thread(
-            load_encoder,
+        queries, documents = await asyncio.to_thread(
+            load_encoders,
             model,
             settings.query_encoder,
             settings.query_encoder_threads,
             settings.model_cache_dir,
         )
-        self.queries = BatchingEncoder(encoder.encode, cache_size=settings.query_cache_size)
+        self.queries = BatchingEncoder(queries.encode, cache_size=settings.query_cache_size)
+        # Entries embedded here (edits, offline jobs' changes) are not repeated queries.
+        self.documents = (
+            self.queries
+            if documents is queries
+            else BatchingEncoder(documents.encode, cache_size=0)
+        )
         self.core = await MemoryIndex.open(
-            settings, model, encoder.dim, self.queries.encode, _load_model
+            settings, model, queries.dim, self.documents.encode, _load_model, self.queries.encode
         )
         self.generations = self.core.generations
         # What POST /v1/search works with here: this replica's index, and its pool for keys.

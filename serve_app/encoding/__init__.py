@@ -35,3 +35,15 @@ def load_encoder(model: str, backend: str, threads: int, cache_dir: Path) -> Enc
         except (UnsupportedModel, OSError) as e:
             logger.warning("ONNX encoder unavailable for %s (%s); using torch", model, e)
     return Embedder(model, "cpu", threads)
+
+
+def load_encoders(
+    model: str, backend: str, threads: int, cache_dir: Path
+) -> tuple[Encoder, Encoder]:
+    """(queries, documents). One encoder for both, except an int8 query graph: documents
+    embedded here (memory edits, offline jobs' changes, a generation's catch-up sweep) then go
+    through the exact graph, so the index keeps the vectors the Embedder group writes."""
+    queries = load_encoder(model, backend, threads, cache_dir)
+    if not getattr(queries, "int8", False):
+        return queries, queries
+    return queries, load_encoder(model, "onnx", threads, cache_dir)

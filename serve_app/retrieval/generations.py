@@ -48,14 +48,15 @@ class Generation:
     dim: int
     status: str  # building | active | previous
     store: VectorStore
-    embed: Embed  # with this generation's model
+    embed: Embed  # entries, with this generation's model
     served: bool  # True when the Embedder group runs this model
     memory_version: int = 1  # the memory entries it indexes
     extraction: dict | None = None  # how that memory version was built (None: the service)
+    embed_query: Embed | None = None  # queries, when not `embed`
 
     @property
     def target(self) -> SearchTarget:
-        return SearchTarget(self.store, self.embed, self.memory_version)
+        return SearchTarget(self.store, self.embed_query or self.embed, self.memory_version)
 
     def describe(self) -> dict:
         return {
@@ -79,14 +80,16 @@ class IndexGenerations:
         served_embed: Embed,
         load_model: Callable[[str], LocalModel],
         retarget: Callable[[SearchTarget], None],
+        served_query_embed: Embed | None = None,
     ) -> None:
         self.pool = pool
         self.vectors = vectors  # generation 0's collections; the others share its client
         self.served_model = served_model
-        self.served_embed = served_embed
+        self.served_embed = served_embed  # entries
+        self.served_query_embed = served_query_embed or served_embed
         self.load_model = load_model
         self.retarget = retarget
-        self.serving = SearchTarget(vectors, served_embed, 1)
+        self.serving = SearchTarget(vectors, self.served_query_embed, 1)
         self.generations: dict[int, Generation] = {}
         self._local_models: dict[str, LocalModel] = {}
         self._lock = asyncio.Lock()
@@ -115,8 +118,9 @@ class IndexGenerations:
             old.status = row["status"]
             return old
         served = row["embedding_model"] == self.served_model
+        embed_query = None
         if served:
-            embed = self.served_embed
+            embed, embed_query = self.served_embed, self.served_query_embed
         else:
             local = await self._local_model(row["embedding_model"])
 
@@ -138,6 +142,7 @@ class IndexGenerations:
             served,
             row["memory_version"],
             row["extraction"],
+            embed_query,
         )
 
     async def refresh(self) -> None:

@@ -32,16 +32,20 @@ class MemoryIndex:
         model: str,
         embed: Embed,
         load_model: Callable[[str], LocalModel],
+        embed_query: Embed | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.repo = Repository(pool)
         self.vectors = vectors
-        self.embed = embed  # the Embedder group's model (`model`)
-        self.retriever = HybridRetriever(self.repo, SearchTarget(vectors, embed, 1), settings)
+        # The Embedder group's model (`model`): `embed` for entries, `embed_query` (default:
+        # the same) for queries.
+        self.embed = embed
+        embed_query = embed_query or embed
+        self.retriever = HybridRetriever(self.repo, SearchTarget(vectors, embed_query, 1), settings)
         # PostgreSQL says which generation is active; this process follows it.
         self.generations = IndexGenerations(
-            pool, vectors, model, embed, load_model, self.retriever.retarget
+            pool, vectors, model, embed, load_model, self.retriever.retarget, embed_query
         )
 
     @classmethod
@@ -52,12 +56,13 @@ class MemoryIndex:
         dim: int,
         embed: Embed,
         load_model: Callable[[str], LocalModel],
+        embed_query: Embed | None = None,
     ) -> MemoryIndex:
         """Connect both stores for the Embedder's `model` (`dim`-d) and follow the active
         generation."""
         pool = await create_pool(settings.pg_dsn, settings.pg_pool_min, settings.pg_pool_max)
         vectors = open_vector_store(settings, dim)
-        index = cls(settings, pool, vectors, model, embed, load_model)
+        index = cls(settings, pool, vectors, model, embed, load_model, embed_query)
         await index.generations.start()
         return index
 

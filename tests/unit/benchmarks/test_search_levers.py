@@ -12,7 +12,7 @@ def _deployments(config: dict) -> list[dict]:
 
 def test_access_log_variant_turns_it_on_in_every_deployment(tmp_path):
     assert variant_config("memserve", tmp_path) == LOCAL_CONFIG
-    assert variant_config("int8", tmp_path) == LOCAL_CONFIG
+    assert variant_config("exact_queries", tmp_path) == LOCAL_CONFIG
     shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
     assert len(shipped["applications"]) == 2
     assert all(d["logging_config"] == {"enable_access_log": False} for d in _deployments(shipped))
@@ -60,11 +60,11 @@ def test_ratios_against_the_floor_of_the_same_client_count():
             {"concurrency": 8, "throughput_rps": 100.0, "latency_ms": {"p95": 100.0}},
         ],
         "search": [
-            {"variant": "int8", "concurrency": 8, "throughput_rps": 75.0,
+            {"variant": "exact_queries", "concurrency": 8, "throughput_rps": 75.0,
              "latency_ms": {"p95": 150.0}},
         ],
     }  # fmt: skip
     assert ratios(result) == {
-        "int8_c8_rps_vs_default_floor": 0.75,
-        "int8_c8_p95_vs_default_floor": 1.5,
+        "exact_queries_c8_rps_vs_default_floor": 0.75,
+        "exact_queries_c8_p95_vs_default_floor": 1.5,
     }

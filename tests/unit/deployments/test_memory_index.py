@@ -48,7 +48,8 @@ MemoryIndexDeployment = next(
 
 
 class QueryEncoder:
-    """The served model, in process: what `load_encoder` gives the shell."""
+    """The served model, in process: what `load_encoders` gives the shell (one for queries,
+    one for entries)."""
 
     dim = DIM
 
@@ -62,17 +63,19 @@ class QueryEncoder:
 
 @pytest.fixture
 async def shell(pg_dsn, repo, tmp_path, monkeypatch):  # noqa: F811
-    encoder = QueryEncoder()
+    encoder, entries = QueryEncoder(), QueryEncoder()
     loaded = []
     monkeypatch.setattr(shell_module, "_load_model", BowModel)
-    monkeypatch.setattr(shell_module, "load_encoder", lambda *args: loaded.append(args) or encoder)
+    monkeypatch.setattr(
+        shell_module, "load_encoders", lambda *args: loaded.append(args) or (encoder, entries)
+    )
     monkeypatch.setattr(services, "_installed", None)
     monkeypatch.delenv("MEMSERVE_ADMIN_KEY", raising=False)
     env = Settings(pg_dsn=pg_dsn, data_dir=tmp_path, embedding_model="served").model_dump()
     d = MemoryIndexDeployment.__new__(MemoryIndexDeployment)
     await d.__init__(env)  # Serve awaits an async constructor
-    assert loaded == [("served", "onnx", 1, tmp_path / "models")]
-    d.encoder = encoder
+    assert loaded == [("served", "onnx-int8", 1, tmp_path / "models")]
+    d.encoder, d.entries = encoder, entries
     yield d
     d._maintenance.cancel()
     await d.core.close()
@@ -105,8 +108,10 @@ async def test_the_shell_serves_search_and_edits(shell, repo):  # noqa: F811
     assert again["text"] == "a dog" or again["text"] == "a cat"
     ready = await shell.ready()
     assert ready["index_generation"] == 0
-    # Queries and the edited text were embedded in process; the repeated query hit the cache.
-    assert shell.encoder.calls == [["pizza"], ["Rome pizza"]]
+    # Queries and the edited text were embedded in process, each by its own encoder; the
+    # repeated query hit the cache.
+    assert shell.encoder.calls == [["pizza"]]
+    assert shell.entries.calls == [["Rome pizza"]]
     assert ready["query_encoding"]["cache_hits"] == 1
     assert await shell.delete_user("u")
     assert await shell.search("u", "pizza", 1, {}, "hybrid") is None

@@ -79,6 +79,43 @@ async def test_jobs_change_vectors_in_place(index):
     assert (await texts(index, "violin"))[0] == "a dog"  # its vector is the new text's
 
 
+async def test_queries_and_entries_are_embedded_by_their_own_functions(pg_dsn, repo, tmp_path):
+    """An int8 query graph beside the exact one: queries go to the first, every entry embedded
+    in this process (an edit, a job's change) to the second."""
+    calls: dict[str, list[str]] = {"queries": [], "entries": []}
+
+    def recording(kind: str):
+        async def embed_as(texts: list[str]) -> list[list[float]]:
+            calls[kind] += texts
+            return await embed(texts)
+
+        return embed_as
+
+    idx = await MemoryIndex.open(
+        Settings(pg_dsn=pg_dsn, data_dir=tmp_path),
+        "served",
+        DIM,
+        recording("entries"),
+        BowModel,
+        embed_query=recording("queries"),
+    )
+    try:
+        await idx.index(await store_rows(repo, [row("u", "s", 0, "a guitar")]), 1)
+        [hit] = (await idx.search("u", "guitar", 1, {}, "embedding"))["results"]
+        await idx.update_memory("u", hit["id"], {"memory": "a violin"})
+        entry = await idx.repo.get_memory("u", hit["id"])
+        await idx.apply_vector_changes("u", [{**entry, "index_text": "a cat"}], [])
+        assert (await texts(idx, "cat"))[0] == "a violin"  # its vector is the job's text's
+        assert calls == {"queries": ["guitar", "cat"], "entries": ["a violin", "a cat"]}
+        # The served generation searches with the query function after a refresh too.
+        await idx.generations.refresh()
+        assert idx.generations.active().target.embed == idx.retriever.target.embed
+        await texts(idx, "dog")
+        assert calls["queries"][-1] == "dog"
+    finally:
+        await idx.close()
+
+
 async def test_neighbours_come_from_the_active_index(index):
     by_text = await ids(index)
     near = await index.neighbours("u", [by_text["a dog"], str(uuid.uuid4())], 1)
