@@ -46,7 +46,7 @@ class MemoryIndexDeployment:
     async def __init__(self, settings_env: dict, replicas: int = 1) -> None:
         settings = Settings(**settings_env)
         model = settings.embedding_model
-        queries, documents = await asyncio.to_thread(
+        queries, entries = await asyncio.to_thread(
             load_encoders,
             model,
             settings.query_encoder,
@@ -55,13 +55,11 @@ class MemoryIndexDeployment:
         )
         self.queries = BatchingEncoder(queries.encode, cache_size=settings.query_cache_size)
         # Entries embedded here (edits, offline jobs' changes) are not repeated queries.
-        self.documents = (
-            self.queries
-            if documents is queries
-            else BatchingEncoder(documents.encode, cache_size=0)
+        self.entries = (
+            self.queries if entries is queries else BatchingEncoder(entries.encode, cache_size=0)
         )
         self.core = await MemoryIndex.open(
-            settings, model, queries.dim, self.documents.encode, _load_model, self.queries.encode
+            settings, model, queries.dim, self.entries.encode, _load_model, self.queries.encode
         )
         self.generations = self.core.generations
         # What POST /v1/search works with here: this replica's index, and its pool for keys.

@@ -75,7 +75,7 @@ async def shell(pg_dsn, repo, tmp_path, monkeypatch):  # noqa: F811
     d = MemoryIndexDeployment.__new__(MemoryIndexDeployment)
     await d.__init__(env)  # Serve awaits an async constructor
     assert loaded == [("served", "onnx-int8", 1, tmp_path / "models")]
-    d.encoder, d.entries = encoder, entries
+    d.encoder, d.entry_encoder = encoder, entries
     yield d
     d._maintenance.cancel()
     await d.core.close()
@@ -111,7 +111,7 @@ async def test_the_shell_serves_search_and_edits(shell, repo):  # noqa: F811
     # Queries and the edited text were embedded in process, each by its own encoder; the
     # repeated query hit the cache.
     assert shell.encoder.calls == [["pizza"]]
-    assert shell.entries.calls == [["Rome pizza"]]
+    assert shell.entry_encoder.calls == [["Rome pizza"]]
     assert ready["query_encoding"]["cache_hits"] == 1
     assert await shell.delete_user("u")
     assert await shell.search("u", "pizza", 1, {}, "hybrid") is None
