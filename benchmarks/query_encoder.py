@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.common import machine_info, relpath, write_result
 from benchmarks.locomo_data import load_conversations
-from serve_app.encoding.onnx_encoder import OnnxSentenceEncoder
+from serve_app.encoding.onnx_encoder import OnnxSentenceEncoder, load_session, quantize
 from serve_app.settings import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
 
 
@@ -37,16 +37,10 @@ def ms_per_query(encoder: OnnxSentenceEncoder, texts: list[str], batch: int) -> 
 
 def per_tensor(exact: OnnxSentenceEncoder, model_dir: str, cache: Path) -> OnnxSentenceEncoder:
     """The int8 graph as first shipped: one scale per weight tensor."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     graph = cache / "per-tensor-int8.onnx"
-    quantize_dynamic(str(exact.graph), str(graph), weight_type=QuantType.QInt8)
+    quantize(exact.graph, graph, per_channel=False)
     encoder = OnnxSentenceEncoder(model_dir, cache)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = False
-    encoder.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    encoder.session = load_session(graph)
     return encoder
 
 

@@ -40,7 +40,7 @@ def load_encoder(model: str, backend: str, threads: int, cache_dir: Path) -> Enc
 def load_encoders(
     model: str, backend: str, threads: int, cache_dir: Path
 ) -> tuple[Encoder, Encoder]:
-    """(queries, documents). One encoder for both, except an int8 query graph: documents
+    """(queries, entries). One encoder for both, except an int8 query graph: entries
     embedded here (memory edits, offline jobs' changes, a generation's catch-up sweep) then go
     through the exact graph, so the index keeps the vectors the Embedder group writes."""
     queries = load_encoder(model, backend, threads, cache_dir)

@@ -85,14 +85,28 @@ def export(model_dir: Path, out: Path) -> None:
         )
 
 
-def quantize(graph: Path, out: Path) -> None:
+def quantize(graph: Path, out: Path, per_channel: bool = True) -> None:
     """`graph` with its weights quantized to int8 (dynamic quantization: activations are
     quantized per batch at run time), written to `out`. One scale per output channel: with one
     per tensor, MiniLM's query vectors fall to cosine ~0.97 of the exact ones; per channel they
     stay at ~0.994, nearly as fast (`python -m benchmarks.query_encoder`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(graph), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(graph), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+
+
+def load_session(graph: Path, threads: int = 1, memory_arena: bool = False):
+    """An ONNX Runtime session over `graph` on the CPU, `threads` threads for each operator."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # ORT's arena never gives memory back and grows by doubling whenever a new batch shape
+    # does not fit what it holds; without it tensors come from malloc, which replicas trim
+    # (heap.py). Off by default: `python -m benchmarks.encoder_memory` compares the two.
+    options.enable_cpu_mem_arena = memory_arena
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 def _write_once(target: Path, write) -> None:
@@ -121,7 +135,6 @@ class OnnxSentenceEncoder:
         memory_arena: bool = False,
         int8: bool = False,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
@@ -137,14 +150,7 @@ class OnnxSentenceEncoder:
             exact, graph = graph, cache_dir / f"{model_dir.name}-{digest}-int8-channel.onnx"
             if not graph.exists():
                 _write_once(graph, lambda tmp: quantize(exact, tmp))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # ORT's arena never gives memory back and grows by doubling whenever a new batch shape
-        # does not fit what it holds; without it tensors come from malloc, which replicas trim
-        # (heap.py). Off by default: `python -m benchmarks.encoder_memory` compares the two.
-        options.enable_cpu_mem_arena = memory_arena
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = load_session(graph, threads, memory_arena)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.enable_padding()

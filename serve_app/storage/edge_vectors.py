@@ -139,12 +139,12 @@ class EdgeVectorStore:
 
     async def search(self, user_id: str, vector: Sequence[float], limit: int, filters=None):
         """QdrantVectorStore.search, on the caller's event loop. qdrant-edge holds the GIL for
-        the whole query (measured: a Python thread beside back-to-back searches runs at half
-        speed; two searching threads take as long as one doing both), so a worker thread would
-        block the loop just the same and add two thread hand-offs: 7 ms of waiting per search
-        at 8 concurrent clients against 1.1 ms inline (10k points, 0.6 ms alone). Reads take
-        no lock: the shard serialises its own segments, and a search must not wait for a
-        writer."""
+        the whole query (`python -m benchmarks.edge_gil`: a Python thread beside back-to-back
+        searches runs at half speed; two searching threads take as long as one doing both), so
+        a worker thread would block the loop just the same and add two thread hand-offs: 7 ms
+        of waiting per search at 8 concurrent clients against 1.1 ms inline (10k points, 0.6 ms
+        alone). Reads take no lock: the shard serialises its own segments, and a search must
+        not wait for a writer."""
         qe = self._qe
         shard = self._shard
         if shard is None:
