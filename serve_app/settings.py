@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "memserve"
+    # The embedded store answers a user's searches from the user's vectors in a numpy matrix
+    # once loaded (Qdrant Edge holds the GIL through a query; the matrix product does not):
+    # at most this many points in all, least recently searched users dropped first (200,000
+    # x 384 float32: 300 MB). 0: every search goes to the engine.
+    vector_cache_points: int = Field(default=200_000, ge=0)
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     # Queries are embedded inside the MemoryIndex replica, off its event loop: ONNX Runtime's

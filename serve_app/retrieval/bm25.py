@@ -150,4 +150,5 @@ class BM25Index:
         # Stable tie order (index position) keeps results deterministic across backends.
         hits = hits[np.lexsort((hits, -scores[hits]))]
         doc_pos = hits if positions is None else positions[hits]
-        return [(self._ids[p], float(scores[h])) for p, h in zip(doc_pos, hits, strict=True)]
+        ids = self._ids
+        return list(zip([ids[p] for p in doc_pos.tolist()], scores[hits].tolist(), strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 import numpy as np
 
@@ -17,9 +18,10 @@ def _weights(rankings: Sequence[Ranking], weights: Sequence[float] | None) -> li
     return [float(w) for w in weights]
 
 
-def _sorted(scores: dict[str, float], first_seen: dict[str, int]) -> list[tuple[str, float]]:
-    # Ties keep first-seen order (the earlier ranking wins), so results are deterministic.
-    return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
+def _sorted(scores: dict[str, float]) -> list[tuple[str, float]]:
+    # Ties keep first-seen order (the earlier ranking wins), so results are deterministic: the
+    # dict holds ids in the order first seen, and the sort is stable, reversed or not.
+    return sorted(scores.items(), key=itemgetter(1), reverse=True)
 
 
 def rrf(
@@ -28,12 +30,10 @@ def rrf(
     """(Weighted) reciprocal rank fusion: sum of w / (k + rank), rank starting at 1."""
     ws = _weights(rankings, weights)
     scores: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
     for w, ranking in zip(ws, rankings, strict=True):
         for rank, (doc_id, _) in enumerate(ranking, start=1):
-            first_seen.setdefault(doc_id, len(first_seen))
             scores[doc_id] = scores.get(doc_id, 0.0) + w / (k + rank)
-    return _sorted(scores, first_seen)
+    return _sorted(scores)
 
 
 def _normalise(values: np.ndarray, method: str) -> np.ndarray:
@@ -65,15 +65,13 @@ def score_fusion(
     """
     ws = _weights(rankings, weights)
     scores: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
     for w, ranking in zip(ws, rankings, strict=True):
         if not ranking:
             continue
         norm = _normalise(np.asarray([s for _, s in ranking], dtype=np.float64), normalise)
-        for (doc_id, _), s in zip(ranking, norm, strict=True):
-            first_seen.setdefault(doc_id, len(first_seen))
-            scores[doc_id] = scores.get(doc_id, 0.0) + w * float(s)
-    return _sorted(scores, first_seen)
+        for (doc_id, _), s in zip(ranking, norm.tolist(), strict=True):
+            scores[doc_id] = scores.get(doc_id, 0.0) + w * s
+    return _sorted(scores)
 
 
 def fuse(

@@ -15,6 +15,7 @@ from serve_app.retrieval.generations import IndexGenerations, LocalModel
 from serve_app.retrieval.hybrid import Embed, HybridRetriever, SearchTarget
 from serve_app.settings import Settings
 from serve_app.storage import audit_repo, export_repo, generations_repo
+from serve_app.storage.edge_vectors import EdgeVectorStore
 from serve_app.storage.links_repo import linked_memories
 from serve_app.storage.postgres import Repository, create_pool
 from serve_app.storage.vector_stores import VectorStore, embedded_kind, open_vector_store
@@ -133,7 +134,14 @@ class MemoryIndex:
             "index_generation": active.number,
             "index_model": active.model,
             "memory_version": active.memory_version,
+            **self._matrix_stats(),
         }
+
+    def _matrix_stats(self) -> dict:
+        store = self.retriever.target.store
+        if isinstance(store, EdgeVectorStore):
+            return {"vector_matrices": store.matrix_stats()}
+        return {}
 
     # --- writes -----------------------------------------------------------------------------
 

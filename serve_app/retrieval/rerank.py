@@ -210,9 +210,9 @@ def rerank(
     are ranked among the others (an index a moment behind the database must not lose hits)."""
     if not candidates or params.is_identity():
         return list(candidates)
-    known = [(docs.pos.get(i), s) for i, s in candidates]
-    pos = np.fromiter((p if p is not None else -1 for p, _ in known), np.int64, len(known))
-    raw = np.fromiter((s for _, s in known), np.float64, len(known))
+    where = docs.pos
+    pos = np.fromiter((where.get(i, -1) for i, _ in candidates), np.int64, len(candidates))
+    raw = np.fromiter((s for _, s in candidates), np.float64, len(candidates))
     lo, hi = float(raw.min()), float(raw.max())
     base = np.ones_like(raw) if hi <= lo else (raw - lo) / (hi - lo)
     extra_ids: list[str] = []
@@ -247,7 +247,7 @@ def rerank(
     order = np.lexsort((np.arange(len(score)), -score))
     if params.diversity:
         order = _diversify(order, score, pos, docs, params.diversity, params.diversity_head)
-    return [(ids[i], float(score[i])) for i in order]
+    return list(zip([ids[i] for i in order.tolist()], score[order].tolist(), strict=True))
 
 
 def _expand(
@@ -276,11 +276,11 @@ def _expand(
 
 def _neighbour_best(p: np.ndarray, s: np.ndarray, docs: UserDocs) -> np.ndarray:
     by_pos = dict(zip(p.tolist(), s.tolist(), strict=True))
-    prev, nxt = docs.prev[p], docs.next[p]
+    get = by_pos.get
     return np.fromiter(
         (
-            max(by_pos.get(int(a), 0.0), by_pos.get(int(b), 0.0))
-            for a, b in zip(prev, nxt, strict=True)
+            max(get(a, 0.0), get(b, 0.0))
+            for a, b in zip(docs.prev[p].tolist(), docs.next[p].tolist(), strict=True)
         ),
         np.float64,
         len(p),

@@ -7,8 +7,11 @@ indexed keyword, 0.5-0.6 ms per filtered search at 10k x 384 measured here. It a
 calls as `QdrantVectorStore` (tests/unit/storage/test_vectors_congruence.py runs them side by
 side). One process owns a shard directory, like local mode: the MemoryIndex replica.
 
-Engine calls are synchronous Rust; writes and searches run in a worker thread so the replica's
-event loop keeps serving while a large batch is indexed.
+Engine calls are synchronous Rust; writes run in a worker thread so the replica's event loop
+keeps serving while a large batch is indexed. Searches of a user the store has seen searched
+lately are answered from that user's vectors as a numpy matrix (serve_app/storage/
+user_vectors.py), kept in step with every write here; the first search of a user goes to the
+engine and loads the matrix in the background.
 
 Edge runs no optimizer of its own: a deleted or replaced point stays in its segment, in memory
 and on disk, until `optimize()` vacuums it. Measured here, 10 rounds of 5,000 points added and
@@ -21,14 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from serve_app.storage.user_vectors import Row, UserVectorCache, UserVectors
 from serve_app.storage.vectors import VectorFilters, VectorPoint, payload
 
+log = logging.getLogger(__name__)
+
 _META = "memserve-vectors.json"  # the dimension, checked before a shard is opened
+DEFAULT_CACHE_POINTS = 200_000  # Settings.vector_cache_points sets it for the service
+_LOAD_CHUNK = 512  # points per scroll page when a user's matrix is loaded
 _FIELDS = (
     ("user_id", "Keyword"),
     ("session_id", "Keyword"),
@@ -40,7 +50,9 @@ _FIELDS = (
 class EdgeVectorStore:
     layout = "edge"
 
-    def __init__(self, root: str | Path, base: str, dim: int) -> None:
+    def __init__(
+        self, root: str | Path, base: str, dim: int, cache_points: int = DEFAULT_CACHE_POINTS
+    ) -> None:
         import qdrant_edge as qe
 
         self._qe = qe
@@ -53,10 +65,15 @@ class EdgeVectorStore:
         # the open shard directly.
         self._lock = threading.Lock()
         self._changed = False  # points written or deleted since the last compact()
+        self.cache = UserVectorCache(cache_points)
+        self._loading: dict[str, asyncio.Task] = {}
+        self.searches: Counter[str] = Counter()  # by what answered: "matrix" or "engine"
 
     @classmethod
-    def open(cls, *, path: str, base: str, dim: int) -> EdgeVectorStore:
-        return cls(path, base, dim)
+    def open(
+        cls, *, path: str, base: str, dim: int, cache_points: int = DEFAULT_CACHE_POINTS
+    ) -> EdgeVectorStore:
+        return cls(path, base, dim, cache_points)
 
     def _config(self):
         qe = self._qe
@@ -127,24 +144,47 @@ class EdgeVectorStore:
         if not points:
             return
         qe = self._qe
-        structs = [qe.Point(p.id, list(map(float, p.vector)), payload(p)) for p in points]
+        payloads = [payload(p) for p in points]
+        structs = [
+            qe.Point(p.id, list(map(float, p.vector)), pl)
+            for p, pl in zip(points, payloads, strict=True)
+        ]
 
         def write():
             shard = self._open_shard(True)
             shard.update(qe.UpdateOperation.upsert_points(structs))
             shard.flush()
             self._changed = True
+            rows: dict[str, list[Row]] = {}
+            for p, pl in zip(points, payloads, strict=True):
+                rows.setdefault(p.user_id, []).append(
+                    (p.id, p.vector, pl["session_id"], pl["ts"], pl["speaker"])
+                )
+            self.cache.apply(rows)
 
         await self._run(write)
 
     async def search(self, user_id: str, vector: Sequence[float], limit: int, filters=None):
-        """QdrantVectorStore.search, on the caller's event loop. qdrant-edge holds the GIL for
-        the whole query (`python -m benchmarks.edge_gil`: a Python thread beside back-to-back
-        searches runs at half speed; two searching threads take as long as one doing both), so
-        a worker thread would block the loop just the same and add two thread hand-offs: 7 ms
-        of waiting per search at 8 concurrent clients against 1.1 ms inline (10k points, 0.6 ms
-        alone). Reads take no lock: the shard serialises its own segments, and a search must
-        not wait for a writer."""
+        """QdrantVectorStore.search, on the caller's event loop: from the user's matrix when it
+        is loaded (its product runs in BLAS, without the GIL), else by the engine while the
+        matrix loads in the background. qdrant-edge holds the GIL for the whole query
+        (`python -m benchmarks.edge_gil`: a Python thread beside back-to-back searches runs at
+        half speed), so a worker thread would block the loop just the same and add two thread
+        hand-offs: 7 ms of waiting per search at 8 concurrent clients against 1.1 ms inline
+        (10k points, 0.6 ms alone). Reads take no lock: the shard serialises its own segments,
+        snapshots are replaced whole, and a search must not wait for a writer."""
+        cached = self.cache.get(user_id)
+        if cached is not None:
+            self.searches["matrix"] += 1
+            return cached.search(vector, limit, filters)
+        if self.cache.wanted(user_id) and user_id not in self._loading:
+            task = asyncio.get_running_loop().create_task(self._load(user_id))
+            self._loading[user_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(user_id, None))
+        self.searches["engine"] += 1
+        return self._engine_search(user_id, vector, limit, filters)
+
+    def _engine_search(self, user_id: str, vector: Sequence[float], limit: int, filters=None):
         qe = self._qe
         shard = self._shard
         if shard is None:
@@ -158,8 +198,64 @@ class EdgeVectorStore:
             filter=self._filter(user_id, filters),
             with_payload=False,
         )
-
         return [(str(p.id), float(p.score)) for p in shard.query(request)]
+
+    def matrix_stats(self) -> dict:
+        """What /readyz shows of the users' matrices: how many users and points are loaded,
+        and how many searches each path answered."""
+        return {
+            "users": len(self.cache),
+            "points": self.cache.points,
+            "budget_points": self.cache.max_points,
+            "searches": dict(self.searches),
+        }
+
+    async def warm(self, user_id: str) -> bool:
+        """Load the user's matrix now (if the budget allows); True when searches use it."""
+        task = self._loading.get(user_id)
+        if task is not None:
+            await task
+        elif user_id not in self.cache:
+            await self._run(self._open_shard, False)
+            await self._load(user_id)
+        return user_id in self.cache
+
+    async def _load(self, user_id: str) -> None:
+        try:
+            await self._run(self._read_user, user_id)
+        except Exception:  # the engine keeps answering this user's searches
+            log.exception("loading the vectors of user %s into memory failed", user_id)
+
+    def _read_user(self, user_id: str) -> None:
+        # Under the write lock: no write lands between the pages, and the snapshot is
+        # published before the next writer updates it.
+        qe = self._qe
+        shard = self._shard  # not reopened here: a store closed meanwhile stays closed
+        if shard is None or user_id in self.cache or not self.cache.wanted(user_id):
+            return
+        who = self._filter(user_id, None)
+        points = shard.count(qe.CountRequest(filter=who, exact=True))
+        # A user with no points yet is not kept: empty snapshots would never be evicted.
+        if points == 0 or not self.cache.fits(user_id, points):
+            return
+        pages: list[UserVectors] = []
+        offset = None
+        while True:
+            page, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=_LOAD_CHUNK,
+                    filter=who,
+                    with_payload=True,
+                    with_vector=True,
+                )
+            )
+            # Converted page by page: the GIL is let go between pages, so the event loop
+            # goes on serving while a large user loads.
+            pages.append(UserVectors.build(map(_row, page), self.dim))
+            if offset is None:
+                break
+        self.cache.put(user_id, UserVectors.concat(pages, self.dim))
 
     async def delete(self, user_id: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -180,6 +276,7 @@ class EdgeVectorStore:
             shard.update(qe.UpdateOperation.delete_points_by_filter(keep_user))
             shard.flush()
             self._changed = True
+            self.cache.delete(user_id, ids)
 
         await self._run(remove)
 
@@ -193,6 +290,7 @@ class EdgeVectorStore:
             shard.update(qe.UpdateOperation.delete_points_by_filter(self._filter(user_id, None)))
             shard.flush()
             self._changed = True
+            self.cache.drop(user_id)
 
         await self._run(remove)
 
@@ -223,7 +321,7 @@ class EdgeVectorStore:
 
     def with_base(self, base: str, dim: int) -> EdgeVectorStore:
         """Another shard beside this one (an index generation)."""
-        return EdgeVectorStore(self.root, base, dim)
+        return EdgeVectorStore(self.root, base, dim, self.cache.max_points)
 
     async def retrieve_vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:
@@ -246,6 +344,7 @@ class EdgeVectorStore:
         """Delete this base's shard (every user's points); returns how many shards went."""
 
         def drop():
+            self.cache.clear()
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
@@ -258,12 +357,18 @@ class EdgeVectorStore:
 
     async def close(self) -> None:
         def close():
+            self.cache.clear()
             if self._shard is not None:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
 
         await self._run(close)
+
+
+def _row(record) -> Row:
+    pl = record.payload
+    return (str(record.id), _dense(record.vector), pl["session_id"], pl["ts"], pl["speaker"])
 
 
 def _dense(vector) -> Sequence[float]:

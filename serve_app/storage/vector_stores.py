@@ -16,7 +16,10 @@ def open_vector_store(settings: Settings, dim: int) -> VectorStore:
     """A Qdrant server when one is configured, else the embedded store of the settings."""
     if settings.qdrant_url is None and settings.vector_store == "edge":
         return EdgeVectorStore.open(
-            path=str(settings.edge_path), base=settings.qdrant_collection, dim=dim
+            path=str(settings.edge_path),
+            base=settings.qdrant_collection,
+            dim=dim,
+            cache_points=settings.vector_cache_points,
         )
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     return QdrantVectorStore.open(

@@ -101,3 +101,62 @@ async def test_compaction_never_builds_an_approximate_index(tmp_path):
     assert store._shard.info().indexed_vectors_count == 0
     assert await store.count("alice") == 15_000
     await store.close()
+
+
+def _same(got, want):
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
+async def test_searched_users_are_answered_from_a_matrix_that_follows_every_write(tmp_path):
+    import asyncio
+
+    from tests.unit.storage.test_vectors_congruence import FILTERS
+
+    store = EdgeVectorStore(tmp_path, "t", DIM, cache_points=200)
+    pts = _points()
+    await store.upsert(pts)
+    q = pts[4].vector
+    first = await store.search("alice", q, 10)
+    assert store.searches == {"engine": 1}  # the first search loads alice in the background
+    await asyncio.sleep(0)
+    assert await store.warm("alice") and "bob" not in store.cache
+    _same(await store.search("alice", q, 10), first)
+    assert store.searches["matrix"] == 1
+    rng = np.random.default_rng(7)
+
+    def agree():
+        for f in FILTERS.values():
+            _same(
+                store.cache.get("alice").search(q, 15, f), store._engine_search("alice", q, 15, f)
+            )
+
+    for step in range(6):
+        mine = [p for p in pts if p.user_id == "alice"]
+        changed = [
+            VectorPoint(p.id, rng.normal(size=DIM).tolist(), "alice", f"s{step % 3}", p.ts, "ann")
+            for p in mine[step : step + 4]
+        ]
+        fresh = [
+            VectorPoint(str(uuid.uuid4()), rng.normal(size=DIM).tolist(), "alice", "s1", T0, "ben")
+            for _ in range(5)
+        ]
+        await store.upsert(changed + fresh)
+        pts = [p for p in pts if p.id not in {c.id for c in changed}] + changed + fresh
+        await store.delete("alice", [fresh[0].id, mine[-1].id])
+        pts = [p for p in pts if p.id not in (fresh[0].id, mine[-1].id)]
+        agree()
+    assert len(store.cache.get("alice")) == await store.count("alice")
+    await store.delete_user("alice")
+    assert "alice" not in store.cache and await store.search("alice", q, 5) == []
+    await store.close()
+
+
+async def test_a_user_larger_than_the_budget_stays_with_the_engine(tmp_path):
+    store = EdgeVectorStore(tmp_path, "t", DIM, cache_points=10)
+    pts = _points()
+    await store.upsert(pts)
+    assert not await store.warm("alice")  # 30 points, budget 10
+    hits = await store.search("alice", pts[0].vector, 3)
+    assert hits[0][0] == pts[0].id and store.searches == {"engine": 1}
+    await store.close()

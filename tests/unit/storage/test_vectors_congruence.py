@@ -1,7 +1,8 @@
 """The same calls against each vector store give the same answers.
 
-Runs Qdrant Edge and both qdrant-client layouts in local mode; set MEMSERVE_TEST_QDRANT_URL to
-add a Qdrant server (none can be installed on the CI machine, so that leg is skipped there).
+Runs Qdrant Edge (its engine alone, and with users' vectors searched as numpy matrices) and both
+qdrant-client layouts in local mode; set MEMSERVE_TEST_QDRANT_URL to add a Qdrant server (none
+can be installed on the CI machine, so that leg is skipped there).
 """
 
 import os
@@ -29,7 +30,8 @@ def _stores(tmp_path):
         "shared-local",
         QdrantVectorStore(AsyncQdrantClient(path=str(tmp_path / "b")), "t", DIM, "shared"),
     )
-    yield "edge", EdgeVectorStore(tmp_path / "edge", "t", DIM)
+    yield "edge", EdgeVectorStore(tmp_path / "edge", "t", DIM, cache_points=0)
+    yield "edge-matrix", EdgeVectorStore(tmp_path / "edge-m", "t", DIM)
     url = os.environ.get("MEMSERVE_TEST_QDRANT_URL")
     if url:
         yield (
@@ -106,7 +108,11 @@ def _expected() -> dict:
 
 async def _exercise(store: VectorStore) -> dict:
     pts = _points()
-    await store.upsert(pts)
+    await store.upsert(pts[:40])
+    if isinstance(store, EdgeVectorStore) and store.cache.max_points:
+        # Loaded before the last writes, so the matrix must follow them.
+        assert await store.warm("alice")
+    await store.upsert(pts[40:])
     q = pts[0].vector
     out: dict = {key: await store.search("alice", q, 10, f) for key, f in FILTERS.items()}
     out["nobody"] = await store.search("carol", q, 10)
@@ -115,6 +121,10 @@ async def _exercise(store: VectorStore) -> dict:
     out["after_delete"] = await store.search("alice", q, 3)
     await store.delete_user("alice")
     out["after_erase"] = (await store.count("alice"), await store.count("bob"))
+    if isinstance(store, EdgeVectorStore):
+        matrix = store.searches["matrix"]
+        assert matrix == (5 if store.cache.max_points else 0), store.searches
+        assert await store.search("alice", q, 3) == []
     await store.close()
     return out
 
@@ -136,7 +146,7 @@ async def test_layouts_agree(tmp_path):
     assert all(len(expected[key]) >= 3 for key in FILTERS)
     assert expected["after_delete"][0][0] != str(uuid.UUID(int=1))
     results = {name: await _exercise(store) for name, store in _stores(tmp_path)}
-    assert {"per_user", "shared-local"} <= results.keys()
+    assert {"per_user", "shared-local", "edge", "edge-matrix"} <= results.keys()
     for name, got in results.items():
         _assert_same(got, expected, name)  # each layout gives the exact answer
     reference = results.pop("per_user")
