@@ -9,6 +9,8 @@ The default Ray Serve app's empty endpoint is measured first, in the same run. V
 - `access_log`: Serve's per-request access log line on every group (shipped: off);
 - `exact_queries`: queries embedded by the exact ONNX graph (`MEMSERVE_QUERY_ENCODER=onnx`;
   shipped: its int8-quantized graph);
+- `engine_vectors`: every vector search by Qdrant Edge's engine (`MEMSERVE_VECTOR_CACHE_POINTS=0`;
+  shipped: a searched user's vectors as a numpy matrix, serve_app/storage/user_vectors.py);
 - `separate_loops`: replicas without `RAY_SERVE_THROUGHPUT_OPTIMIZED` (the profile's `one_loop`
   off): Serve's request handling, its handle router and the replica's code each on their own
   thread and loop (shipped: one loop per replica);
@@ -47,11 +49,19 @@ from benchmarks.fast_path import floor
 from benchmarks.search_latency import fill
 from benchmarks.synthetic import questions
 
-VARIANTS = ("memserve", "access_log", "exact_queries", "separate_loops", "haproxy_metrics_off")
+VARIANTS = (
+    "memserve",
+    "access_log",
+    "exact_queries",
+    "engine_vectors",
+    "separate_loops",
+    "haproxy_metrics_off",
+)
 USER = "levers-fill"
 
 ENV: dict[str, dict[str, str]] = {
     "exact_queries": {"MEMSERVE_QUERY_ENCODER": "onnx"},
+    "engine_vectors": {"MEMSERVE_VECTOR_CACHE_POINTS": "0"},
     "haproxy_metrics_off": {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
 }
 

@@ -13,6 +13,7 @@ def _deployments(config: dict) -> list[dict]:
 def test_access_log_variant_turns_it_on_in_every_deployment(tmp_path):
     assert variant_config("memserve", tmp_path) == LOCAL_CONFIG
     assert variant_config("exact_queries", tmp_path) == LOCAL_CONFIG
+    assert variant_config("engine_vectors", tmp_path) == LOCAL_CONFIG
     shipped = yaml.safe_load(LOCAL_CONFIG.read_text())
     assert len(shipped["applications"]) == 2
     assert all(d["logging_config"] == {"enable_access_log": False} for d in _deployments(shipped))
