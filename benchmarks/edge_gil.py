@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
-        store = EdgeVectorStore(tmp, "gil", DIM)
+        # The engine itself: without users' matrices (which are the numpy product below).
+        store = EdgeVectorStore(tmp, "gil", DIM, cache_points=0)
         points = [VectorPoint(str(uuid.uuid4()), v, "u", "s", now, "a") for v in vectors]
         for i in range(0, len(points), 1000):
             asyncio.run(store.upsert(points[i : i + 1000]))

@@ -3,7 +3,7 @@
 Qdrant Edge holds the GIL for the whole of a query (`python -m benchmarks.edge_gil`), and on the
 MemoryIndex replica that is the event loop's GIL: at 8 concurrent searches over 10,000 vectors
 it was the largest single share of the time the GIL was held. Scoring a user's vectors with one
-matrix-vector product (BLAS releases the GIL) answers the same exact cosine search in a quarter
+matrix-vector product (BLAS releases the GIL) answers the same exact cosine search in a third
 of the time. EdgeVectorStore keeps these snapshots in step with every write it makes, so they
 never disagree with the shard (tests/unit/storage/test_vectors_congruence.py runs both).
 
