@@ -8,10 +8,9 @@ calls as `QdrantVectorStore` (tests/unit/storage/test_vectors_congruence.py runs
 side). One process owns a shard directory, like local mode: the MemoryIndex replica.
 
 Engine calls are synchronous Rust; writes run in a worker thread so the replica's event loop
-keeps serving while a large batch is indexed. Searches of a user the store has seen searched
-lately are answered from that user's vectors as a numpy matrix (serve_app/storage/
-user_vectors.py), kept in step with every write here; the first search of a user goes to the
-engine and loads the matrix in the background.
+keeps serving while a large batch is indexed. Searches are answered from the user's vectors as
+a numpy matrix (serve_app/storage/user_vectors.py), loaded on the user's first search and kept
+in step with every write here.
 
 Edge runs no optimizer of its own: a deleted or replaced point stays in its segment, in memory
 and on disk, until `optimize()` vacuums it. Measured here, 10 rounds of 5,000 points added and
@@ -65,6 +64,7 @@ class EdgeVectorStore:
         # the open shard directly.
         self._lock = threading.Lock()
         self._changed = False  # points written or deleted since the last compact()
+        self._closed = False  # close() was called and nothing opened the shard since
         self.cache = UserVectorCache(cache_points)
         self._loading: dict[str, asyncio.Task] = {}
         self.searches: Counter[str] = Counter()  # by what answered: "matrix" or "engine"
@@ -116,6 +116,7 @@ class EdgeVectorStore:
         else:
             return None
         self._shard = shard
+        self._closed = False
         return shard
 
     def _filter(self, user_id: str, filters: VectorFilters | None):
@@ -165,22 +166,23 @@ class EdgeVectorStore:
         await self._run(write)
 
     async def search(self, user_id: str, vector: Sequence[float], limit: int, filters=None):
-        """QdrantVectorStore.search, on the caller's event loop: from the user's matrix when it
-        is loaded (its product runs in BLAS, without the GIL), else by the engine while the
-        matrix loads in the background. qdrant-edge holds the GIL for the whole query
-        (`python -m benchmarks.edge_gil`: a Python thread beside back-to-back searches runs at
-        half speed), so a worker thread would block the loop just the same and add two thread
-        hand-offs: 7 ms of waiting per search at 8 concurrent clients against 1.1 ms inline
-        (10k points, 0.6 ms alone). Reads take no lock: the shard serialises its own segments,
-        snapshots are replaced whole, and a search must not wait for a writer."""
+        """QdrantVectorStore.search, on the caller's event loop: from the user's matrix (its
+        product runs in BLAS, without the GIL), loaded first if it is not (once per user and
+        process, like the user's BM25 index; concurrent searches share the load), so a user's
+        searches are always answered the same way and repeat exactly; by the engine when the
+        matrices are off or the user is larger than their budget. qdrant-edge holds the GIL
+        for the whole query (`python -m benchmarks.edge_gil`: a Python thread beside
+        back-to-back searches runs at half speed), so a worker thread would block the loop just
+        the same and add two thread hand-offs: 7 ms of waiting per search at 8 concurrent
+        clients against 1.1 ms inline (10k points, 0.6 ms alone). Reads take no lock: the
+        shard serialises its own segments, snapshots are replaced whole, and a search waits for
+        a writer only while the user's matrix is first loaded."""
         cached = self.cache.get(user_id)
+        if cached is None and self.cache.wanted(user_id):
+            cached = await self._loaded(user_id)
         if cached is not None:
             self.searches["matrix"] += 1
             return cached.search(vector, limit, filters)
-        if self.cache.wanted(user_id) and user_id not in self._loading:
-            task = asyncio.get_running_loop().create_task(self._load(user_id))
-            self._loading[user_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(user_id, None))
         self.searches["engine"] += 1
         return self._engine_search(user_id, vector, limit, filters)
 
@@ -212,31 +214,36 @@ class EdgeVectorStore:
 
     async def warm(self, user_id: str) -> bool:
         """Load the user's matrix now (if the budget allows); True when searches use it."""
+        return user_id in self.cache or await self._loaded(user_id) is not None
+
+    async def _loaded(self, user_id: str) -> UserVectors | None:
         task = self._loading.get(user_id)
-        if task is not None:
-            await task
-        elif user_id not in self.cache:
-            await self._run(self._open_shard, False)
-            await self._load(user_id)
-        return user_id in self.cache
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(user_id))
+            self._loading[user_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(user_id, None))
+        # Shielded: a search whose client went away must not cancel the load others wait on.
+        await asyncio.shield(task)
+        return self.cache.get(user_id)
 
     async def _load(self, user_id: str) -> None:
         try:
             await self._run(self._read_user, user_id)
-        except Exception:  # the engine keeps answering this user's searches
+        except Exception:  # the engine answers this user's searches instead
             log.exception("loading the vectors of user %s into memory failed", user_id)
 
     def _read_user(self, user_id: str) -> None:
         # Under the write lock: no write lands between the pages, and the snapshot is
         # published before the next writer updates it.
         qe = self._qe
-        shard = self._shard  # not reopened here: a store closed meanwhile stays closed
-        if shard is None or user_id in self.cache or not self.cache.wanted(user_id):
+        if self._closed or user_id in self.cache or not self.cache.wanted(user_id):
+            return  # a store closed meanwhile is not opened again by a load
+        shard = self._open_shard(False)
+        if shard is None:
             return
         who = self._filter(user_id, None)
-        points = shard.count(qe.CountRequest(filter=who, exact=True))
-        # A user with no points yet is not kept: empty snapshots would never be evicted.
-        if points == 0 or not self.cache.fits(user_id, points):
+        # A user with no points is left to the engine (empty snapshots would never be evicted).
+        if not self.cache.fits(user_id, shard.count(qe.CountRequest(filter=who, exact=True))):
             return
         pages: list[UserVectors] = []
         offset = None
@@ -358,6 +365,7 @@ class EdgeVectorStore:
     async def close(self) -> None:
         def close():
             self.cache.clear()
+            self._closed = True
             if self._shard is not None:
                 self._shard.flush()
                 self._shard.close()

@@ -25,6 +25,7 @@ from serve_app.storage.vectors import VectorFilters
 Row = tuple[str, Sequence[float], str, float, str]  # id, vector, session_id, ts, speaker
 
 _use = itertools.count()  # recency, for eviction
+_ENGINE_ONLY_MAX = 100_000
 
 
 def unit_rows(vectors: Sequence[Sequence[float]] | np.ndarray, dim: int) -> np.ndarray:
@@ -184,7 +185,9 @@ class UserVectorCache:
     def __init__(self, max_points: int) -> None:
         self.max_points = max_points
         self._users: dict[str, UserVectors] = {}
-        self._too_large: set[str] = set()  # users with more points than the whole budget
+        # Users the engine answers until a write touches them: none of their points is stored,
+        # or more than the whole budget. Bounded: forgetting them only costs one more count.
+        self._engine_only: set[str] = set()
 
     def get(self, user_id: str) -> UserVectors | None:
         return self._users.get(user_id)
@@ -200,14 +203,18 @@ class UserVectorCache:
         return sum(len(u) for u in self._users.values())
 
     def fits(self, user_id: str, points: int) -> bool:
-        if points > self.max_points:
-            self._too_large.add(user_id)
-            return False
-        return True
+        """Whether a snapshot of `points` points is kept; if not, the engine answers the user
+        until a write touches them."""
+        if 0 < points <= self.max_points:
+            return True
+        if len(self._engine_only) >= _ENGINE_ONLY_MAX:
+            self._engine_only.clear()
+        self._engine_only.add(user_id)
+        return False
 
     def wanted(self, user_id: str) -> bool:
-        """Whether a search of this user should build its snapshot."""
-        return self.max_points > 0 and user_id not in self._too_large
+        """Whether a search of this user should load its snapshot."""
+        return self.max_points > 0 and user_id not in self._engine_only
 
     def put(self, user_id: str, vectors: UserVectors) -> None:
         vectors.used = next(_use)
@@ -219,7 +226,7 @@ class UserVectorCache:
         taken out of any other user's (an id belongs to one user)."""
         written = {r[0]: u for u, rs in rows_by_user.items() for r in rs}
         for user_id in rows_by_user:
-            self._too_large.discard(user_id)
+            self._engine_only.discard(user_id)
         for user_id, cached in list(self._users.items()):
             updated = cached
             # Costs the smaller of the two sizes per cached user (a set is iterated when it
@@ -241,11 +248,11 @@ class UserVectorCache:
 
     def drop(self, user_id: str) -> None:
         self._users.pop(user_id, None)
-        self._too_large.discard(user_id)
+        self._engine_only.discard(user_id)
 
     def clear(self) -> None:
         self._users.clear()
-        self._too_large.clear()
+        self._engine_only.clear()
 
     def _evict(self, keep: str | None = None) -> None:
         total = self.points

@@ -1,6 +1,7 @@
 """Qdrant Edge beyond the shared calls (tests/unit/storage/test_vectors_congruence.py): reopening
 a shard, user scoping of writes, generations beside each other, and the dimension check."""
 
+import asyncio
 import uuid
 
 import numpy as np
@@ -109,20 +110,18 @@ def _same(got, want):
 
 
 async def test_searched_users_are_answered_from_a_matrix_that_follows_every_write(tmp_path):
-    import asyncio
-
     from tests.unit.storage.test_vectors_congruence import FILTERS
 
     store = EdgeVectorStore(tmp_path, "t", DIM, cache_points=200)
     pts = _points()
     await store.upsert(pts)
     q = pts[4].vector
-    first = await store.search("alice", q, 10)
-    assert store.searches == {"engine": 1}  # the first search loads alice in the background
-    await asyncio.sleep(0)
-    assert await store.warm("alice") and "bob" not in store.cache
-    _same(await store.search("alice", q, 10), first)
-    assert store.searches["matrix"] == 1
+    # The first searches load alice once, together, and every search of hers is the matrix's:
+    # a repeated search gives exactly the same answer.
+    first, again = await asyncio.gather(*(store.search("alice", q, 10) for _ in range(2)))
+    assert first == again == await store.search("alice", q, 10)
+    assert store.searches == {"matrix": 3} and "bob" not in store.cache
+    _same(first, store._engine_search("alice", q, 10))
     rng = np.random.default_rng(7)
 
     def agree():
@@ -160,3 +159,13 @@ async def test_a_user_larger_than_the_budget_stays_with_the_engine(tmp_path):
     hits = await store.search("alice", pts[0].vector, 3)
     assert hits[0][0] == pts[0].id and store.searches == {"engine": 1}
     await store.close()
+
+
+async def test_a_closed_store_is_not_opened_again_by_a_load(tmp_path):
+    store = EdgeVectorStore(tmp_path, "t", DIM)
+    await store.upsert(_points())
+    await store.close()
+    assert not await store.warm("alice") and store._shard is None
+    again = EdgeVectorStore(tmp_path, "t", DIM)  # the directory is free for another store
+    assert await again.warm("alice")
+    await again.close()

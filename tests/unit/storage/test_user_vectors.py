@@ -98,8 +98,9 @@ def test_cache_keeps_the_most_recently_searched_users_within_its_budget():
     cache.apply({"c": _user(10, "c")})
     assert "a" not in cache and cache.points == 20
     assert not cache.fits("huge", 26) and not cache.wanted("huge")
-    cache.apply({"huge": _user(1, "huge")})  # a write lets it be tried again
-    assert cache.wanted("huge")
+    assert not cache.fits("new", 0) and not cache.wanted("new")  # nothing stored yet
+    cache.apply({"huge": _user(1, "huge"), "new": _user(1, "new")})  # tried again after a write
+    assert cache.wanted("huge") and cache.wanted("new")
     assert not UserVectorCache(0).wanted("a")
 
 
