@@ -30,13 +30,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from serve_app.settings import Settings
 from serve_app.storage.user_vectors import Row, UserVectorCache, UserVectors
 from serve_app.storage.vectors import VectorFilters, VectorPoint, payload
 
 log = logging.getLogger(__name__)
 
 _META = "memserve-vectors.json"  # the dimension, checked before a shard is opened
-DEFAULT_CACHE_POINTS = 200_000  # Settings.vector_cache_points sets it for the service
+DEFAULT_CACHE_POINTS: int = Settings.model_fields["vector_cache_points"].default
 _LOAD_CHUNK = 512  # points per scroll page when a user's matrix is loaded
 _FIELDS = (
     ("user_id", "Keyword"),
@@ -158,9 +159,7 @@ class EdgeVectorStore:
             self._changed = True
             rows: dict[str, list[Row]] = {}
             for p, pl in zip(points, payloads, strict=True):
-                rows.setdefault(p.user_id, []).append(
-                    (p.id, p.vector, pl["session_id"], pl["ts"], pl["speaker"])
-                )
+                rows.setdefault(p.user_id, []).append(_row(p.id, p.vector, pl))
             self.cache.apply(rows)
 
         await self._run(write)
@@ -259,7 +258,8 @@ class EdgeVectorStore:
             )
             # Converted page by page: the GIL is let go between pages, so the event loop
             # goes on serving while a large user loads.
-            pages.append(UserVectors.build(map(_row, page), self.dim))
+            rows = [_row(str(r.id), _dense(r.vector), r.payload) for r in page]
+            pages.append(UserVectors.build(rows, self.dim))
             if offset is None:
                 break
         self.cache.put(user_id, UserVectors.concat(pages, self.dim))
@@ -374,9 +374,9 @@ class EdgeVectorStore:
         await self._run(close)
 
 
-def _row(record) -> Row:
-    pl = record.payload
-    return (str(record.id), _dense(record.vector), pl["session_id"], pl["ts"], pl["speaker"])
+def _row(point_id: str, vector: Sequence[float], pl: dict) -> Row:
+    """A point as the users' matrices hold it (`pl`: its payload, as `payload()` makes it)."""
+    return (point_id, vector, pl["session_id"], pl["ts"], pl["speaker"])
 
 
 def _dense(vector) -> Sequence[float]:

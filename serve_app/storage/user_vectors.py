@@ -28,6 +28,10 @@ _use = itertools.count()  # recency, for eviction
 _ENGINE_ONLY_MAX = 100_000
 
 
+def _positions(ids: list[str]) -> dict[str, int]:
+    return {i: k for k, i in enumerate(ids)}
+
+
 def unit_rows(vectors: Sequence[Sequence[float]] | np.ndarray, dim: int) -> np.ndarray:
     """float32 rows scaled to unit length (a zero vector stays zero), as the Cosine distance
     stores them."""
@@ -60,7 +64,7 @@ class UserVectors:
         ids = [r[0] for r in rows]
         return cls(
             ids=ids,
-            pos={i: k for k, i in enumerate(ids)},
+            pos=_positions(ids),
             matrix=unit_rows([r[1] for r in rows], dim),
             session=np.array([r[2] for r in rows], dtype=object),
             ts=np.array([r[3] for r in rows], dtype=np.float64),
@@ -74,7 +78,7 @@ class UserVectors:
         ids = [i for p in parts for i in p.ids]
         return cls(
             ids=ids,
-            pos={i: k for k, i in enumerate(ids)},
+            pos=_positions(ids),
             matrix=np.concatenate([p.matrix for p in parts]),
             session=np.concatenate([p.session for p in parts]),
             ts=np.concatenate([p.ts for p in parts]),
@@ -123,27 +127,24 @@ class UserVectors:
         replaced = [r for i, r in latest.items() if i in self.pos]
         added = [r for i, r in latest.items() if i not in self.pos]
         n, k = len(self.ids), len(added)
+        matrix, buffer = self.matrix, self._buffer
+        session, ts, speaker = self.session, self.ts, self.speaker
         if replaced:
             # Copied: a search may be reading the rows being replaced.
-            buffer = self.matrix.copy()
-            session, ts, speaker = self.session.copy(), self.ts.copy(), self.speaker.copy()
+            matrix = buffer = matrix.copy()
+            session, ts, speaker = session.copy(), ts.copy(), speaker.copy()
             at = [self.pos[r[0]] for r in replaced]
-            buffer[at] = unit_rows([r[1] for r in replaced], dim)
+            matrix[at] = unit_rows([r[1] for r in replaced], dim)
             session[at] = [r[2] for r in replaced]
             ts[at] = [r[3] for r in replaced]
             speaker[at] = [r[4] for r in replaced]
-        else:
-            buffer, session, ts, speaker = self._buffer, self.session, self.ts, self.speaker
         if k == 0:
-            return UserVectors(
-                self.ids, self.pos, buffer[:n], session, ts, speaker, buffer, self.used
-            )
+            return UserVectors(self.ids, self.pos, matrix, session, ts, speaker, buffer, self.used)
         if buffer is None or buffer.shape[0] < n + k:
             # Room to grow by half again: a user ingesting steadily copies the matrix
             # O(log n) times, not once per write.
-            grown = np.empty((max(n + k, n + n // 2, 64), dim), dtype=np.float32)
-            grown[:n] = buffer[:n] if buffer is not None else self.matrix
-            buffer = grown
+            buffer = np.empty((max(n + k, n + n // 2, 64), dim), dtype=np.float32)
+            buffer[:n] = matrix
         buffer[n : n + k] = unit_rows([r[1] for r in added], dim)
         ids = self.ids + [r[0] for r in added]
         pos = dict(self.pos)
@@ -168,7 +169,7 @@ class UserVectors:
         kept_ids = [self.ids[k] for k in keep.tolist()]
         return UserVectors(
             kept_ids,
-            {i: k for k, i in enumerate(kept_ids)},
+            _positions(kept_ids),
             self.matrix[keep],
             self.session[keep],
             self.ts[keep],

@@ -9,7 +9,7 @@ import pytest
 
 from serve_app.storage.edge_vectors import EdgeVectorStore
 from serve_app.storage.vectors import VectorPoint
-from tests.unit.storage.test_vectors_congruence import DIM, T0, _points
+from tests.unit.storage.test_vectors_congruence import DIM, T0, _points, assert_ranked
 
 
 async def test_survives_reopen_and_keeps_users_apart(tmp_path):
@@ -104,11 +104,6 @@ async def test_compaction_never_builds_an_approximate_index(tmp_path):
     await store.close()
 
 
-def _same(got, want):
-    assert [i for i, _ in got] == [i for i, _ in want]
-    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
-
-
 async def test_searched_users_are_answered_from_a_matrix_that_follows_every_write(tmp_path):
     from tests.unit.storage.test_vectors_congruence import FILTERS
 
@@ -121,12 +116,12 @@ async def test_searched_users_are_answered_from_a_matrix_that_follows_every_writ
     first, again = await asyncio.gather(*(store.search("alice", q, 10) for _ in range(2)))
     assert first == again == await store.search("alice", q, 10)
     assert store.searches == {"matrix": 3} and "bob" not in store.cache
-    _same(first, store._engine_search("alice", q, 10))
+    assert_ranked(first, store._engine_search("alice", q, 10))
     rng = np.random.default_rng(7)
 
     def agree():
         for f in FILTERS.values():
-            _same(
+            assert_ranked(
                 store.cache.get("alice").search(q, 15, f), store._engine_search("alice", q, 15, f)
             )
 

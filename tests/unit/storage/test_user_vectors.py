@@ -9,7 +9,14 @@ import pytest
 
 from serve_app.storage.user_vectors import UserVectorCache, UserVectors
 from serve_app.storage.vectors import VectorFilters
-from tests.unit.storage.test_vectors_congruence import DIM, FILTERS, T0, _brute_force, _points
+from tests.unit.storage.test_vectors_congruence import (
+    DIM,
+    FILTERS,
+    T0,
+    _brute_force,
+    _points,
+    assert_ranked,
+)
 
 
 def _rows(pts):
@@ -22,18 +29,13 @@ def _alice():
     return [p for p in _points() if p.user_id == "alice"]
 
 
-def _assert_ranked(got, want):
-    assert [i for i, _ in got] == [i for i, _ in want]
-    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
-
-
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_search_is_the_exact_cosine_ranking_under_each_filter(name):
     pts = _alice()
     snap = UserVectors.build(_rows(pts), DIM)
     q = np.random.default_rng(3).normal(size=DIM)
     for limit in (1, 7, 100):
-        _assert_ranked(
+        assert_ranked(
             snap.search(q, limit, FILTERS[name]),
             _brute_force(pts, "alice", q, limit, FILTERS[name]),
         )
@@ -58,14 +60,14 @@ def test_writes_make_new_snapshots_and_leave_earlier_ones_as_they_were():
     replaced = grown.with_rows(_rows([moved]))
     fewer = replaced.without([pts[12].id, "not-there"])
     assert first.search(q, 10) == before  # untouched by every write after it
-    _assert_ranked(grown.search(q, 10), _brute_force(pts, "alice", q, 10))
+    assert_ranked(grown.search(q, 10), _brute_force(pts, "alice", q, 10))
     after = [moved if p.id == moved.id else p for p in pts]
-    _assert_ranked(replaced.search(q, 30), _brute_force(after, "alice", q, 30))
-    _assert_ranked(
+    assert_ranked(replaced.search(q, 30), _brute_force(after, "alice", q, 30))
+    assert_ranked(
         replaced.search(q, 5, VectorFilters(session_id="s9")),
         _brute_force(after, "alice", q, 5, VectorFilters(session_id="s9")),
     )
-    _assert_ranked(
+    assert_ranked(
         fewer.search(q, 30), _brute_force(after, "alice", q, 30, gone=frozenset({pts[12].id}))
     )
     assert len(fewer) == len(pts) - 1 and fewer.without(["not-there"]) is fewer
@@ -134,5 +136,5 @@ def test_one_write_that_replaces_and_adds_keeps_both():
     changed = pts[2].__class__(**{**pts[2].__dict__, "vector": list(-q)})
     both = snap.with_rows(_rows([changed] + pts[20:]))
     after = [changed if p.id == changed.id else p for p in pts]
-    _assert_ranked(both.search(q, 30), _brute_force(after, "alice", q, 30))
-    _assert_ranked(both.search(-q, 3), _brute_force(after, "alice", -q, 3))
+    assert_ranked(both.search(q, 30), _brute_force(after, "alice", q, 30))
+    assert_ranked(both.search(-q, 3), _brute_force(after, "alice", -q, 3))

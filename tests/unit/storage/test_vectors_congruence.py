@@ -129,12 +129,17 @@ async def _exercise(store: VectorStore) -> dict:
     return out
 
 
+def assert_ranked(got: list, want: list, context: object = None) -> None:
+    """The same ids in the same order, with the same scores up to float rounding."""
+    assert [i for i, _ in got] == [i for i, _ in want], context
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
 def _assert_same(got: dict, want: dict, name: str) -> None:
     assert got.keys() == want.keys(), name
     for key, value in want.items():
         if isinstance(value, list):
-            assert [i for i, _ in got[key]] == [i for i, _ in value], (name, key)
-            assert [s for _, s in got[key]] == pytest.approx([s for _, s in value], abs=1e-5)
+            assert_ranked(got[key], value, (name, key))
         else:
             assert got[key] == value, (name, key)
 
